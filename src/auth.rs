@@ -1,0 +1,287 @@
+//! The authentication decision: request headers + [`State`] → [`AuthOutcome`].
+//!
+//! Pure functions, no I/O and no `Session`, so unit tests and benches call them
+//! directly. A missing or wrong key is an *outcome*, not an error.
+
+use http::HeaderMap;
+
+use crate::apikey::{self, Shape};
+use crate::config::AuthMode;
+use crate::state::{Source, State};
+
+/// Longest key accepted; longer ones are rejected without hashing.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// What the client presented, across all sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// No source carried a credential.
+    None,
+    /// Exactly one distinct key; `sources` is a bitmask of the sources that carried it.
+    Key {
+        /// The key bytes as sent.
+        key: &'a [u8],
+        /// Bit `i` set when source `i` carried this key.
+        sources: u32,
+    },
+    /// A source carried something unusable as a key (empty, bad bytes, too long).
+    Malformed {
+        /// Bit `i` set when source `i` carried it.
+        sources: u32,
+    },
+    /// Two different credentials were presented.
+    Ambiguous,
+}
+
+/// Why a request is turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No key presented on a route that requires one.
+    Missing,
+    /// The key is unknown, malformed or fails its checksum.
+    Invalid,
+    /// The key is past its expiry.
+    Expired,
+    /// The key or its consumer is disabled.
+    Disabled,
+    /// Two different credentials were presented.
+    Ambiguous,
+    /// The consumer may not use this route.
+    Forbidden,
+}
+
+/// The result of authenticating one request on one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// A valid key: forward with its identity.
+    Consumer {
+        /// Index of the key in the key index.
+        key: u32,
+        /// Index of the consumer.
+        consumer: u32,
+        /// Bitmask of the sources that carried the key (removed before forwarding).
+        sources: u32,
+    },
+    /// No key on an `optional` route, or an `auth: none` route.
+    Anonymous,
+    /// Turned away.
+    Rejected(Rejection),
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// The key a single header value carries for `source`, if any.
+///
+/// `Some(Ok(key))`: a key; `Some(Err(()))`: the value is meant for us but unusable;
+/// `None`: the value does not use this source's scheme (e.g. `Basic` auth), so it is
+/// not a keygate credential.
+fn value_key<'a>(source: &Source, value: &'a [u8]) -> Option<Result<&'a [u8], ()>> {
+    let value = trim_ows(value);
+    let key = match &source.scheme {
+        Some(scheme) => {
+            let (s, rest) = match value.iter().position(|&b| b == b' ' || b == b'\t') {
+                Some(i) => (&value[..i], &value[i..]),
+                None => (value, &b""[..]),
+            };
+            if !s.eq_ignore_ascii_case(scheme) {
+                return None;
+            }
+            trim_ows(rest)
+        }
+        None => value,
+    };
+    let ok = !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(u8::is_ascii_graphic);
+    Some(if ok { Ok(key) } else { Err(()) })
+}
+
+/// Collect the credential from every source; repeated or conflicting values are ambiguous.
+pub fn extract<'a>(headers: &'a HeaderMap, sources: &[Source]) -> Credential<'a> {
+    let mut found: Option<&[u8]> = None;
+    let mut mask = 0u32;
+    let mut malformed = 0u32;
+    for (i, source) in sources.iter().enumerate().take(32) {
+        for v in headers.get_all(&source.header) {
+            match value_key(source, v.as_bytes()) {
+                None => {}
+                Some(Err(())) => malformed |= 1 << i,
+                Some(Ok(k)) => match found {
+                    Some(prev) if prev != k => return Credential::Ambiguous,
+                    _ => {
+                        found = Some(k);
+                        mask |= 1 << i;
+                    }
+                },
+            }
+        }
+    }
+    match (found, malformed) {
+        (Some(_), m) if m != 0 => Credential::Ambiguous,
+        (Some(key), _) => Credential::Key { key, sources: mask },
+        (None, 0) => Credential::None,
+        (None, m) => Credential::Malformed { sources: m },
+    }
+}
+
+/// Check a presented key against the state for `route` at time `now` (Unix seconds).
+pub fn check_key(state: &State, route: usize, key: &[u8], sources: u32, now: i64) -> AuthOutcome {
+    if apikey::shape(key) == Shape::Corrupt {
+        return AuthOutcome::Rejected(Rejection::Invalid);
+    }
+    let Some((idx, entry)) = state.keys.lookup(&apikey::digest(key)) else {
+        return AuthOutcome::Rejected(Rejection::Invalid);
+    };
+    let Some(consumer) = state.consumers.get(entry.consumer as usize) else {
+        return AuthOutcome::Rejected(Rejection::Invalid);
+    };
+    if entry.disabled || consumer.disabled {
+        return AuthOutcome::Rejected(Rejection::Disabled);
+    }
+    if entry.expires_at <= now {
+        return AuthOutcome::Rejected(Rejection::Expired);
+    }
+    if !consumer.may_use(route) {
+        return AuthOutcome::Rejected(Rejection::Forbidden);
+    }
+    AuthOutcome::Consumer {
+        key: idx,
+        consumer: entry.consumer,
+        sources,
+    }
+}
+
+/// Decide what happens to a request on `route` with these headers.
+pub fn authenticate(state: &State, route: usize, headers: &HeaderMap, now: i64) -> AuthOutcome {
+    let mode = state.routes.get(route).map_or(AuthMode::Required, |r| r.auth);
+    if mode == AuthMode::None {
+        return AuthOutcome::Anonymous;
+    }
+    match extract(headers, &state.sources) {
+        Credential::Ambiguous => AuthOutcome::Rejected(Rejection::Ambiguous),
+        Credential::Malformed { .. } => AuthOutcome::Rejected(Rejection::Invalid),
+        Credential::None if mode == AuthMode::Optional => AuthOutcome::Anonymous,
+        Credential::None => AuthOutcome::Rejected(Rejection::Missing),
+        Credential::Key { key, sources } => check_key(state, route, key, sources, now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, KeysFile};
+    use http::HeaderValue;
+    use std::path::Path;
+
+    fn state() -> State {
+        let config = r#"
+secret: { env: UNUSED }
+auth: { keys_file: keys.yaml }
+upstreams: { o: { address: "127.0.0.1:1" } }
+routes:
+  - { name: open, path_prefix: /open, upstream: o, auth: none }
+  - { name: opt, path_prefix: /opt, upstream: o, auth: optional }
+  - { name: admin, path_prefix: /admin, upstream: o, auth: required }
+  - { name: api, path_prefix: /, upstream: o, auth: required }
+"#;
+        let keys = format!(
+            "consumers:\n  - id: c\n    routes: [api, opt]\n    keys:\n      - {{ id: good, sha256: \"{}\" }}\n      - {{ id: old, sha256: \"{}\", expires_at: 2001-01-01T00:00:00Z }}\n      - {{ id: off, sha256: \"{}\", disabled: true }}\n",
+            hex::encode(apikey::digest(b"good-key")),
+            hex::encode(apikey::digest(b"old-key")),
+            hex::encode(apikey::digest(b"off-key")),
+        );
+        let c = Config::from_yaml(config, Path::new("c")).unwrap();
+        let k = KeysFile::from_yaml(&keys, Path::new("k")).unwrap();
+        crate::state::build(&c, Path::new("c"), &k, Path::new("k"), b"secret-secret-secret").unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    const API: usize = 3;
+    const NOW: i64 = 1_800_000_000;
+
+    fn auth(pairs: &[(&str, &[u8])]) -> AuthOutcome {
+        authenticate(&state(), API, &headers(pairs), NOW)
+    }
+
+    fn rejected(r: Rejection) -> AuthOutcome {
+        AuthOutcome::Rejected(r)
+    }
+
+    #[test]
+    fn bearer_any_case_and_x_api_key() {
+        for v in ["Bearer good-key", "bearer good-key", "BEARER  good-key ", "Bearer\tgood-key"] {
+            assert!(matches!(auth(&[("authorization", v.as_bytes())]), AuthOutcome::Consumer { sources: 1, .. }), "{v}");
+        }
+        assert!(matches!(auth(&[("x-api-key", b"good-key")]), AuthOutcome::Consumer { sources: 2, .. }));
+        assert!(matches!(
+            auth(&[("x-api-key", b"good-key"), ("authorization", b"Bearer good-key")]),
+            AuthOutcome::Consumer { sources: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn missing_and_other_schemes() {
+        assert_eq!(auth(&[]), rejected(Rejection::Missing));
+        assert_eq!(auth(&[("authorization", b"Basic dXNlcjpwYXNz")]), rejected(Rejection::Missing));
+    }
+
+    #[test]
+    fn malformed_keys_are_invalid() {
+        for v in [&b"Bearer"[..], b"Bearer ", b"Bearer    ", b"Bearer a b", b"Bearer \xff\xfe"] {
+            assert_eq!(auth(&[("authorization", v)]), rejected(Rejection::Invalid), "{v:?}");
+        }
+        assert_eq!(auth(&[("x-api-key", b"")]), rejected(Rejection::Invalid));
+        assert_eq!(auth(&[("x-api-key", &vec![b'a'; MAX_KEY_LEN + 1])]), rejected(Rejection::Invalid));
+        assert_eq!(auth(&[("x-api-key", b"good-ke")]), rejected(Rejection::Invalid));
+        assert_eq!(auth(&[("x-api-key", b"good-kez")]), rejected(Rejection::Invalid));
+    }
+
+    #[test]
+    fn corrupt_generated_key_is_invalid_before_lookup() {
+        let mut k = apikey::generate().unwrap().into_bytes();
+        let last = k.len() - 1;
+        k[last] = if k[last] == b'0' { b'1' } else { b'0' };
+        assert_eq!(auth(&[("x-api-key", &k)]), rejected(Rejection::Invalid));
+    }
+
+    #[test]
+    fn ambiguity_never_falls_back() {
+        assert_eq!(
+            auth(&[("authorization", b"Bearer good-key"), ("x-api-key", b"other")]),
+            rejected(Rejection::Ambiguous)
+        );
+        assert_eq!(auth(&[("x-api-key", b"good-key"), ("x-api-key", b"other")]), rejected(Rejection::Ambiguous));
+        assert_eq!(auth(&[("x-api-key", b"good-key"), ("authorization", b"Bearer ")]), rejected(Rejection::Ambiguous));
+        assert!(matches!(auth(&[("x-api-key", b"good-key"), ("x-api-key", b"good-key")]), AuthOutcome::Consumer { .. }));
+    }
+
+    #[test]
+    fn expired_disabled_forbidden() {
+        assert_eq!(auth(&[("x-api-key", b"old-key")]), rejected(Rejection::Expired));
+        assert_eq!(auth(&[("x-api-key", b"off-key")]), rejected(Rejection::Disabled));
+        let s = state();
+        assert_eq!(authenticate(&s, 2, &headers(&[("x-api-key", b"good-key")]), NOW), rejected(Rejection::Forbidden));
+    }
+
+    #[test]
+    fn optional_and_none_routes() {
+        let s = state();
+        assert_eq!(authenticate(&s, 0, &headers(&[("x-api-key", b"bad")]), NOW), AuthOutcome::Anonymous);
+        assert_eq!(authenticate(&s, 1, &headers(&[]), NOW), AuthOutcome::Anonymous);
+        assert_eq!(authenticate(&s, 1, &headers(&[("x-api-key", b"bad")]), NOW), rejected(Rejection::Invalid));
+        assert!(matches!(authenticate(&s, 1, &headers(&[("x-api-key", b"good-key")]), NOW), AuthOutcome::Consumer { .. }));
+    }
+}

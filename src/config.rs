@@ -1,0 +1,489 @@
+//! The configuration *files*: what `keygate.yaml` and `keys.yaml` may contain.
+//!
+//! This module describes the files and nothing else. Every struct is strict
+//! (`deny_unknown_fields`), every default is a named constant, and parsing is
+//! split from reading (`from_yaml` takes text, `load` takes a path) so tests can
+//! feed inline YAML. Semantic checks that need the whole picture (unknown route
+//! names, duplicate digests, the secret being present) live in [`crate::state`],
+//! which turns a parsed file into the runtime snapshot the request path reads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default plain-HTTP listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default Prometheus listen address (served by the operations layer).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Default number of worker threads.
+pub const DEFAULT_THREADS: usize = 2;
+/// Default time given to in-flight requests on SIGTERM, in seconds.
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 10;
+/// Default size of the upstream keep-alive pool (connections kept per process).
+pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE: usize = 1024;
+/// Default header carrying the shared secret to the origin.
+pub const DEFAULT_SECRET_HEADER: &str = "x-shared-secret";
+/// Default upstream connect timeout, in milliseconds.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// Default upstream read timeout, in milliseconds.
+pub const DEFAULT_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// Where a configuration problem was found: file, optional line/column, field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file the problem is in (as given by the operator).
+    pub file: PathBuf,
+    /// 1-based line and column, when the parser reports one.
+    pub line_col: Option<(usize, usize)>,
+    /// The field path, e.g. `consumers[2].keys[0].sha256`.
+    pub field: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.line_col {
+            write!(f, ":{line}:{col}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        Ok(())
+    }
+}
+
+/// One problem with the configuration, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where it is.
+    pub at: Location,
+    /// What is wrong, in plain words; never contains a key, digest or secret.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded. Holds *all* problems found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("{}: cannot read file: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// One or more problems in the contents.
+    #[error("{}", ProblemList(.0))]
+    Invalid(Vec<Problem>),
+}
+
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} problem{} in configuration", if n == 1 { "" } else { "s" })?;
+        for p in self.0 {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// Build an error holding a single problem.
+    pub fn one(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid(vec![Problem {
+            at: Location {
+                file: file.to_path_buf(),
+                line_col: None,
+                field: field.into(),
+            },
+            message: message.into(),
+        }])
+    }
+}
+
+/// The main file, `keygate.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, threads and process settings (changes need a restart).
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where the shared secret for the origin comes from.
+    pub secret: SecretConfig,
+    /// Where keys are and how clients present them.
+    pub auth: AuthConfig,
+    /// Named origins keygate forwards to.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Ordered routes; the first match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `server:` — listeners and process settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Plain-HTTP listen addresses (`ip:port`). Default `["127.0.0.1:8080"]`.
+    pub listen: Vec<String>,
+    /// TLS listeners. Default none.
+    pub tls_listen: Vec<TlsListenConfig>,
+    /// Worker threads. Default 2.
+    pub threads: usize,
+    /// Prometheus listen address; empty disables it. Default `127.0.0.1:9464`.
+    pub metrics_listen: String,
+    /// Seconds in-flight requests get to finish after SIGTERM. Default 10.
+    pub grace_period_seconds: u64,
+    /// Upstream connections kept alive for reuse. Default 1024; keep it above peak concurrency.
+    pub upstream_keepalive_pool_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![DEFAULT_LISTEN.to_string()],
+            tls_listen: Vec::new(),
+            threads: DEFAULT_THREADS,
+            metrics_listen: DEFAULT_METRICS_LISTEN.to_string(),
+            grace_period_seconds: DEFAULT_GRACE_PERIOD_SECONDS,
+            upstream_keepalive_pool_size: DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE,
+        }
+    }
+}
+
+/// One TLS listener: address plus PEM certificate chain and private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenConfig {
+    /// `ip:port` to listen on.
+    pub address: String,
+    /// PEM certificate chain (leaf first). Relative to the config file's folder.
+    pub cert: PathBuf,
+    /// PEM private key. Relative to the config file's folder.
+    pub key: PathBuf,
+}
+
+/// `secret:` — the shared secret keygate sends to the origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretConfig {
+    /// Header name carrying the secret. Default `x-shared-secret`.
+    #[serde(default = "default_secret_header")]
+    pub header: String,
+    /// Environment variable holding the secret. Exactly one of `env` and `file`.
+    pub env: Option<String>,
+    /// File holding the secret (a trailing newline is trimmed). Exactly one of `env` and `file`.
+    pub file: Option<PathBuf>,
+}
+
+fn default_secret_header() -> String {
+    DEFAULT_SECRET_HEADER.to_string()
+}
+
+/// `auth:` — the keys file and the credential sources.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The keys file, relative to the config file's folder.
+    pub keys_file: PathBuf,
+    /// Where clients present keys, tried together (two different keys are ambiguous).
+    /// Default: `Authorization: Bearer <key>`, then `x-api-key: <key>`.
+    #[serde(default = "default_sources")]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One place a client may present a key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Header name.
+    pub header: String,
+    /// Optional auth scheme (`Bearer`): the value must be `<scheme> <key>`, scheme case-insensitive.
+    #[serde(default)]
+    pub scheme: Option<String>,
+}
+
+/// The default credential sources.
+pub fn default_sources() -> Vec<SourceConfig> {
+    vec![
+        SourceConfig {
+            header: "authorization".to_string(),
+            scheme: Some("Bearer".to_string()),
+        },
+        SourceConfig {
+            header: "x-api-key".to_string(),
+            scheme: None,
+        },
+    ]
+}
+
+/// One named origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port`; a name is resolved once at load, never per request.
+    pub address: String,
+    /// Connect with TLS. Default false.
+    #[serde(default)]
+    pub tls: bool,
+    /// TLS server name to send and verify. Default: the host part of `address`.
+    #[serde(default)]
+    pub sni: String,
+    /// PEM file of CA certificates to trust instead of the system roots (private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Replace the `Host` header sent to this origin. Default: keep the client's `Host`.
+    #[serde(default)]
+    pub host_header: Option<String>,
+    /// Connect timeout in milliseconds. Default 2000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Read timeout (time between bytes from the origin) in milliseconds. Default 30000.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+
+fn default_read_timeout_ms() -> u64 {
+    DEFAULT_READ_TIMEOUT_MS
+}
+
+/// How a route treats API keys.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// A valid key is required.
+    Required,
+    /// A presented key must be valid; no key passes as anonymous.
+    Optional,
+    /// Keys are not checked.
+    None,
+}
+
+/// One route: which requests it matches, where they go, how they authenticate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique route name (used in consumer allow-lists and metrics).
+    pub name: String,
+    /// Match only this `Host` (case-insensitive, port ignored). Default: any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Match paths starting with this prefix at a segment boundary. Default `/`.
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    /// Upstream name.
+    pub upstream: String,
+    /// `required`, `optional` or `none`.
+    pub auth: AuthMode,
+}
+
+fn default_path_prefix() -> String {
+    "/".to_string()
+}
+
+/// The keys file, `keys.yaml`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    /// Consumers and their keys.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerConfig>,
+}
+
+/// One consumer (a client application or team).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Unique id, `[A-Za-z0-9._-]`; forwarded as `x-consumer-id`.
+    pub id: String,
+    /// Optional display name; forwarded as `x-consumer-username`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Disable every key of this consumer. Default false.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Route names this consumer may use. Absent: all routes.
+    #[serde(default)]
+    pub routes: Option<Vec<String>>,
+    /// The consumer's keys.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+/// One API key, stored as its SHA-256 digest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Unique id across the file; logged and forwarded, never the key.
+    pub id: String,
+    /// Hex SHA-256 of the key (64 hex characters).
+    pub sha256: String,
+    /// Optional expiry, RFC 3339 (e.g. `2027-01-01T00:00:00Z`).
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Disable this key. Default false.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Parse YAML text into `T`, reporting the file, line, column and field path on error.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let line_col = e.location().map(|l| (l.line(), l.column()));
+        // serde_yaml prefixes the message with the field path ("routes[0]: ...") and
+        // suffixes the position; split those out so the location is uniform.
+        let mut msg = e.to_string();
+        if let Some(pos) = msg.rfind(" at line ") {
+            msg.truncate(pos);
+        }
+        let (field, message) = match msg.split_once(": ") {
+            Some((path, rest)) if looks_like_path(path) => (path.to_string(), rest.to_string()),
+            _ => (String::new(), msg),
+        };
+        ConfigError::Invalid(vec![Problem {
+            at: Location {
+                file: file.to_path_buf(),
+                line_col,
+                field,
+            },
+            message,
+        }])
+    })
+}
+
+fn looks_like_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.[]-".contains(&b))
+}
+
+impl Config {
+    /// Parse `keygate.yaml` text; `file` is only used in error messages.
+    pub fn from_yaml(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        parse_yaml(text, file)
+    }
+
+    /// Read and parse `keygate.yaml`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::from_yaml(&read(path)?, path)
+    }
+}
+
+impl KeysFile {
+    /// Parse `keys.yaml` text; `file` is only used in error messages.
+    pub fn from_yaml(text: &str, file: &Path) -> Result<KeysFile, ConfigError> {
+        parse_yaml(text, file)
+    }
+
+    /// Read and parse `keys.yaml`.
+    pub fn load(path: &Path) -> Result<KeysFile, ConfigError> {
+        KeysFile::from_yaml(&read(path)?, path)
+    }
+}
+
+/// Read a whole file as UTF-8, with the path in the error.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Resolve `p` against the folder of `config_path` when it is relative.
+pub fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+secret: { env: KG_TEST_SECRET }
+auth: { keys_file: keys.yaml }
+upstreams:
+  origin: { address: "127.0.0.1:8000" }
+routes:
+  - { name: api, upstream: origin, auth: required }
+"#;
+
+    #[test]
+    fn minimal_config_takes_documented_defaults() {
+        let c = Config::from_yaml(MINIMAL, Path::new("k.yaml")).unwrap();
+        assert_eq!(c.server.listen, vec![DEFAULT_LISTEN]);
+        assert_eq!(c.server.threads, DEFAULT_THREADS);
+        assert_eq!(c.server.metrics_listen, DEFAULT_METRICS_LISTEN);
+        assert_eq!(c.secret.header, DEFAULT_SECRET_HEADER);
+        assert_eq!(c.auth.sources, default_sources());
+        let up = &c.upstreams["origin"];
+        assert!(!up.tls);
+        assert_eq!(up.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
+        assert_eq!(up.read_timeout_ms, DEFAULT_READ_TIMEOUT_MS);
+        assert_eq!(c.routes[0].path_prefix, "/");
+        assert_eq!(c.routes[0].auth, AuthMode::Required);
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_line_and_field() {
+        let text = MINIMAL.replace(
+            "auth: required }",
+            "auth: required, pathprefix: /x }",
+        );
+        let err = Config::from_yaml(&text, Path::new("conf/k.yaml")).unwrap_err();
+        let ConfigError::Invalid(problems) = &err else {
+            panic!("{err}")
+        };
+        let p = &problems[0];
+        assert_eq!(p.at.field, "routes[0]");
+        assert_eq!(p.at.line_col.map(|l| l.0), Some(7));
+        assert!(p.message.contains("unknown field `pathprefix`"), "{p}");
+        assert!(err.to_string().contains("conf/k.yaml:7:"), "{err}");
+    }
+
+    #[test]
+    fn bad_auth_mode_names_the_field() {
+        let text = MINIMAL.replace("auth: required", "auth: sometimes");
+        let err = Config::from_yaml(&text, Path::new("k.yaml")).unwrap_err();
+        let s = err.to_string();
+        assert!(s.contains("routes[0].auth"), "{s}");
+        assert!(s.contains("sometimes"), "{s}");
+    }
+
+    #[test]
+    fn keys_file_rejects_unknown_key_field() {
+        let text = "consumers:\n  - id: a\n    keys:\n      - { id: k, sha256: x, expire: 1 }\n";
+        let err = KeysFile::from_yaml(text, Path::new("keys.yaml")).unwrap_err();
+        let s = err.to_string();
+        assert!(s.contains("keys.yaml:4:"), "{s}");
+        assert!(s.contains("consumers[0].keys[0]"), "{s}");
+        assert!(s.contains("unknown field `expire`"), "{s}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_folder() {
+        let p = resolve_relative(Path::new("/etc/keygate/keygate.yaml"), Path::new("keys.yaml"));
+        assert_eq!(p, Path::new("/etc/keygate/keys.yaml"));
+        let p = resolve_relative(Path::new("/etc/keygate/keygate.yaml"), Path::new("/k.yaml"));
+        assert_eq!(p, Path::new("/k.yaml"));
+    }
+}

@@ -1,0 +1,34 @@
+//! keygate: a self-hosted API-key gateway on Cloudflare's Pingora.
+//!
+//! Clients present an API key; keygate checks its SHA-256 digest against the
+//! keys file, answers 401/403 itself, and forwards good requests to the origin
+//! with the credential removed, a shared secret added, and the consumer's
+//! identity in headers. The modules, in the order a request meets them:
+//!
+//! - [`config`]: the YAML files as written (strict, located errors);
+//! - [`state`]: the validated runtime snapshot the request path reads;
+//! - [`auth`]: the pure authentication decision;
+//! - [`apikey`]: the key format, checksum and digests;
+//! - [`proxy`]: the Pingora `ProxyHttp` phases;
+//! - [`problem`]: the problem documents keygate answers with;
+//! - [`logging`]: the leak-proof logger and the access log;
+//! - [`reload`]: SIGHUP reload;
+//! - [`server`]: wiring into a Pingora server;
+//! - [`cli`], [`demo`], [`origin`]: the command line and the demo;
+//! - [`timestamp`]: RFC 3339 helpers.
+
+#![forbid(unsafe_code)]
+
+pub mod apikey;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod logging;
+pub mod origin;
+pub mod problem;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod state;
+pub mod timestamp;

@@ -1,0 +1,174 @@
+//! Logging: a small `log` backend that can never leak credentials, and the access log.
+//!
+//! At `debug`/`trace` level Pingora logs request headers and raw header buffers,
+//! which carry client keys and the shared secret. So records from any target
+//! outside keygate are capped at `info`, whatever `KEYGATE_LOG` says. keygate's
+//! own records never contain a key, a digest or the secret: they name keys by
+//! their configured id only.
+//!
+//! `KEYGATE_LOG` (or `RUST_LOG`) sets keygate's level: `error`, `warn`, `info`
+//! (default), `debug`, `trace` or `off`.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use pingora::proxy::Session;
+use pingora::Error;
+
+use crate::auth::AuthOutcome;
+use crate::proxy::RequestCtx;
+use crate::timestamp;
+
+/// The access log's target, so it can be filtered like any other.
+pub const ACCESS_TARGET: &str = "keygate::access";
+
+/// Highest level let through for targets outside keygate.
+const FOREIGN_MAX: Level = Level::Info;
+
+struct Logger {
+    own: LevelFilter,
+}
+
+impl Logger {
+    fn allowed(&self, m: &Metadata<'_>) -> bool {
+        let own = m.target().starts_with("keygate");
+        m.level() <= self.own && (own || m.level() <= FOREIGN_MAX)
+    }
+}
+
+fn write_timestamp(out: &mut String) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = i64::try_from(now.as_secs()).unwrap_or(0);
+    timestamp::format_rfc3339_millis(secs, now.subsec_millis(), out);
+}
+
+thread_local! {
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+}
+
+/// Format one line with `f` into a reused per-thread buffer and write it to stderr at once.
+fn emit(level: Level, target: &str, f: impl FnOnce(&mut String)) {
+    LINE.with(|cell| {
+        let Ok(mut line) = cell.try_borrow_mut() else {
+            return;
+        };
+        line.clear();
+        write_timestamp(&mut line);
+        let _ = write!(line, " {level:<5} {target}: ");
+        f(&mut line);
+        line.push('\n');
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    });
+}
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        self.allowed(m)
+    }
+
+    fn log(&self, r: &Record<'_>) {
+        if self.allowed(r.metadata()) {
+            emit(r.level(), r.target(), |line| {
+                let _ = write!(line, "{}", r.args());
+            });
+        }
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Parse a level name; `None` when unknown.
+pub fn parse_level(s: &str) -> Option<LevelFilter> {
+    s.trim().parse().ok()
+}
+
+/// Install the logger. The level comes from `KEYGATE_LOG`, else `RUST_LOG`, else `info`.
+pub fn init() {
+    let level = std::env::var("KEYGATE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|s| parse_level(&s))
+        .unwrap_or(LevelFilter::Info);
+    if log::set_boxed_logger(Box::new(Logger { own: level })).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// Write the access-log line for one finished request.
+///
+/// Fields: method, path (no query string), status, route, consumer, key id, result
+/// code, duration, request id and client address. Never the key or the secret.
+pub fn access(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16) {
+    if !log::log_enabled!(target: ACCESS_TARGET, Level::Info) {
+        return;
+    }
+    let req = session.req_header();
+    emit(Level::Info, ACCESS_TARGET, |line| {
+        let _ = write!(line, "method={} path=", req.method);
+        for c in req.uri.path().chars() {
+            if c.is_ascii_graphic() && c != '"' {
+                line.push(c);
+            } else {
+                let _ = write!(line, "%{:02X}", u32::from(c) & 0xff);
+            }
+        }
+        let _ = write!(line, " status={status}");
+        let state = ctx.state.as_deref();
+        let route = ctx
+            .route
+            .and_then(|r| state?.routes.get(r))
+            .map_or("-", |r| r.name.as_str());
+        let _ = write!(line, " route={route}");
+        match (ctx.outcome, state) {
+            (Some(AuthOutcome::Consumer { key, consumer, .. }), Some(s)) => {
+                let c = s.consumers.get(consumer as usize).map_or("-", |c| c.id.as_str());
+                let _ = write!(line, " consumer={c} key_id={}", s.keys.id(key));
+            }
+            _ => line.push_str(" consumer=- key_id=-"),
+        }
+        let code = ctx.code.map_or("-", |c| c.as_str());
+        let ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
+        let _ = write!(line, " code={code} duration_ms={ms:.3} request_id=");
+        line.push_str(ctx.request_id.to_str().unwrap_or("-"));
+        match session.client_addr().and_then(|a| a.as_inet()) {
+            Some(a) => {
+                let _ = write!(line, " client={}", a.ip());
+            }
+            None => line.push_str(" client=-"),
+        }
+        if let Some(e) = e {
+            let _ = write!(line, " error={:?}", e.etype().as_str());
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_targets_are_capped_at_info() {
+        let l = Logger { own: LevelFilter::Trace };
+        let meta = |target, level| Metadata::builder().target(target).level(level).build();
+        assert!(l.allowed(&meta("keygate::reload", Level::Trace)));
+        assert!(!l.allowed(&meta("pingora_core::protocols::http::v1::server", Level::Debug)));
+        assert!(!l.allowed(&meta("pingora_proxy", Level::Trace)));
+        assert!(l.allowed(&meta("pingora_proxy", Level::Info)));
+        let quiet = Logger { own: LevelFilter::Warn };
+        assert!(!quiet.allowed(&meta("keygate::access", Level::Info)));
+    }
+
+    #[test]
+    fn levels_parse() {
+        assert_eq!(parse_level("debug"), Some(LevelFilter::Debug));
+        assert_eq!(parse_level("OFF"), Some(LevelFilter::Off));
+        assert_eq!(parse_level("loud"), None);
+    }
+}

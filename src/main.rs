@@ -1,0 +1,75 @@
+//! The `keygate` binary: parse the command line, load, run.
+//!
+//! Exit codes: 0 ok, 1 `check` found problems or startup failed, 64 invalid
+//! configuration for `run` (EX_USAGE, as linkerd does).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use keygate::cli::{self, Cli, Command};
+use keygate::{demo, logging, server, state};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let command = if cli.test { Command::Check } else { cli.command.unwrap_or(Command::Run) };
+    match command {
+        Command::Run => {
+            let loaded = match state::load(&cli.config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("keygate: refusing to start: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            for w in &loaded.warnings {
+                log::warn!("{w}");
+            }
+            match server::assemble(loaded, Some(cli.config.clone())) {
+                Ok(a) => {
+                    log::info!("keygate {} starting with {}", env!("CARGO_PKG_VERSION"), cli.config.display());
+                    a.server.run_forever()
+                }
+                Err(e) => {
+                    eprintln!("keygate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check => match cli::check(&cli.config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Keygen { consumer, key_id, expires_at } => {
+            report(cli::keygen(&consumer, key_id.as_deref(), expires_at.as_deref()).map(|k| print!("{}", k.text)).map_err(anyhow::Error::from))
+        }
+        Command::Hash => report(
+            cli::hash(std::io::stdin().lock())
+                .map(|d| println!("{d}"))
+                .context("cannot read the key from standard input"),
+        ),
+        Command::Demo { listen } => report(demo::run(&listen).map_err(anyhow::Error::from)),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The responses keygate writes itself: RFC 9457 problem documents.
+//!
+//! Every error keygate answers carries `content-type: application/problem+json`
+//! and a body `{"type","title","status","detail","code","request_id"}`. Bodies
+//! never contain the key, its id or the secret: only a fixed text per code and
+//! the request id (which is validated to a safe alphabet before it gets here).
+
+use crate::auth::Rejection;
+
+/// Every error code keygate answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// 401: no key presented.
+    MissingApiKey,
+    /// 401: unknown, malformed or corrupt key.
+    InvalidApiKey,
+    /// 401: the key has expired.
+    ExpiredApiKey,
+    /// 401: the key or its consumer is disabled.
+    DisabledApiKey,
+    /// 401: two different credentials presented.
+    AmbiguousCredentials,
+    /// 403: the consumer may not use this route.
+    Forbidden,
+    /// 404: no route matches.
+    RouteNotFound,
+    /// 400: the request is malformed.
+    BadRequest,
+    /// 502: the origin could not be reached or answered badly.
+    UpstreamUnavailable,
+    /// 504: the origin did not answer in time.
+    UpstreamTimeout,
+    /// 500: an internal error.
+    Internal,
+}
+
+impl From<Rejection> for Code {
+    fn from(r: Rejection) -> Code {
+        match r {
+            Rejection::Missing => Code::MissingApiKey,
+            Rejection::Invalid => Code::InvalidApiKey,
+            Rejection::Expired => Code::ExpiredApiKey,
+            Rejection::Disabled => Code::DisabledApiKey,
+            Rejection::Ambiguous => Code::AmbiguousCredentials,
+            Rejection::Forbidden => Code::Forbidden,
+        }
+    }
+}
+
+impl Code {
+    /// The machine-readable code, as in the body's `code` member.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::MissingApiKey => "missing_api_key",
+            Code::InvalidApiKey => "invalid_api_key",
+            Code::ExpiredApiKey => "expired_api_key",
+            Code::DisabledApiKey => "disabled_api_key",
+            Code::AmbiguousCredentials => "ambiguous_credentials",
+            Code::Forbidden => "forbidden",
+            Code::RouteNotFound => "route_not_found",
+            Code::BadRequest => "bad_request",
+            Code::UpstreamUnavailable => "upstream_unavailable",
+            Code::UpstreamTimeout => "upstream_timeout",
+            Code::Internal => "internal_error",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            Code::MissingApiKey
+            | Code::InvalidApiKey
+            | Code::ExpiredApiKey
+            | Code::DisabledApiKey
+            | Code::AmbiguousCredentials => 401,
+            Code::Forbidden => 403,
+            Code::RouteNotFound => 404,
+            Code::BadRequest => 400,
+            Code::UpstreamUnavailable => 502,
+            Code::UpstreamTimeout => 504,
+            Code::Internal => 500,
+        }
+    }
+
+    /// The status reason phrase, used as the problem's `title`.
+    pub fn title(self) -> &'static str {
+        match self.status() {
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            502 => "Bad Gateway",
+            504 => "Gateway Timeout",
+            _ => "Internal Server Error",
+        }
+    }
+
+    /// A fixed human explanation, never echoing request data.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Code::MissingApiKey => "No API key was presented. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+            Code::InvalidApiKey => "The API key presented is not valid.",
+            Code::ExpiredApiKey => "The API key presented has expired.",
+            Code::DisabledApiKey => "The API key presented has been disabled.",
+            Code::AmbiguousCredentials => "More than one different credential was presented; send exactly one API key.",
+            Code::Forbidden => "This API key may not be used for this route.",
+            Code::RouteNotFound => "No route matches this request.",
+            Code::BadRequest => "The request is malformed.",
+            Code::UpstreamUnavailable => "The upstream service could not be reached.",
+            Code::UpstreamTimeout => "The upstream service did not answer in time.",
+            Code::Internal => "An internal error occurred.",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge for 401s (RFC 6750).
+    pub fn www_authenticate(self) -> Option<&'static str> {
+        match self {
+            Code::MissingApiKey => Some(r#"Bearer realm="keygate""#),
+            Code::InvalidApiKey
+            | Code::ExpiredApiKey
+            | Code::DisabledApiKey
+            | Code::AmbiguousCredentials => Some(r#"Bearer realm="keygate", error="invalid_token""#),
+            _ => None,
+        }
+    }
+
+    /// The JSON body for this code and request id.
+    ///
+    /// `request_id` must already be restricted to `[A-Za-z0-9._:-]` (see
+    /// [`crate::proxy::valid_request_id`]), so it needs no escaping.
+    pub fn body(self, request_id: &[u8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(256);
+        b.extend_from_slice(br#"{"type":"about:blank","title":""#);
+        b.extend_from_slice(self.title().as_bytes());
+        b.extend_from_slice(br#"","status":"#);
+        b.extend_from_slice(itoa3(self.status()).as_slice());
+        b.extend_from_slice(br#","detail":""#);
+        b.extend_from_slice(self.detail().as_bytes());
+        b.extend_from_slice(br#"","code":""#);
+        b.extend_from_slice(self.as_str().as_bytes());
+        b.extend_from_slice(br#"","request_id":""#);
+        b.extend(request_id.iter().filter(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c)));
+        b.extend_from_slice(b"\"}");
+        b
+    }
+}
+
+fn itoa3(n: u16) -> [u8; 3] {
+    [b'0' + (n / 100 % 10) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_the_documented_json() {
+        let b = Code::MissingApiKey.body(b"abc-123");
+        let s = String::from_utf8(b).unwrap();
+        assert_eq!(
+            s,
+            r#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"No API key was presented. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.","code":"missing_api_key","request_id":"abc-123"}"#
+        );
+    }
+
+    #[test]
+    fn statuses_and_challenges() {
+        assert_eq!(Code::Forbidden.status(), 403);
+        assert_eq!(Code::UpstreamTimeout.status(), 504);
+        assert_eq!(Code::Forbidden.www_authenticate(), None);
+        assert!(Code::ExpiredApiKey.www_authenticate().unwrap().contains("invalid_token"));
+        let s = String::from_utf8(Code::RouteNotFound.body(b"x\"y")).unwrap();
+        assert!(s.ends_with(r#""request_id":"xy"}"#), "{s}");
+    }
+}

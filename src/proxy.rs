@@ -1,0 +1,412 @@
+//! The Pingora `ProxyHttp` implementation: thin phases over pure decisions.
+//!
+//! ```text
+//! request_filter ──► route ─► authenticate ─► (reject: write 401/403/404 ourselves, keep-alive)
+//! upstream_peer ───► the route's pre-built HttpPeer
+//! upstream_request_filter ─► strip credential + spoofed headers, add secret, identity, forwarding
+//! response_filter ─► x-request-id on the response
+//! fail_to_proxy ───► 502/504 problem documents
+//! logging ─────────► one access-log line
+//! ```
+//!
+//! Each request loads the shared state once in `request_filter` and keeps that
+//! `Arc<State>` in its [`RequestCtx`], so every phase of one request sees the
+//! same configuration even if a reload swaps in a new one meanwhile.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::logging;
+use crate::auth::{self, AuthOutcome};
+use crate::problem::Code;
+use crate::state::{SharedState, State, IDENTITY_HEADERS};
+use crate::timestamp;
+
+/// Longest accepted incoming `x-request-id`.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+/// Request bodies above this size are not drained after a rejection: the connection closes.
+const MAX_DRAIN_BYTES: u64 = 64 * 1024;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+static X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+static X_CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential-identifier");
+static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
+static PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+static TRUE: HeaderValue = HeaderValue::from_static("true");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// The gateway: holds the shared state handle, nothing per request.
+pub struct ApiKeyProxy {
+    state: SharedState,
+}
+
+impl ApiKeyProxy {
+    /// Create a proxy reading `state` (swapped atomically on reload).
+    pub fn new(state: SharedState) -> Self {
+        ApiKeyProxy { state }
+    }
+}
+
+/// Per-request state shared across phases.
+pub struct RequestCtx {
+    /// The state snapshot this request started with.
+    pub state: Option<Arc<State>>,
+    /// The matched route.
+    pub route: Option<usize>,
+    /// The authentication outcome.
+    pub outcome: Option<AuthOutcome>,
+    /// The request id (incoming if well-formed, else generated).
+    pub request_id: HeaderValue,
+    /// Set when keygate answered the request itself.
+    pub code: Option<Code>,
+    /// When the request started.
+    pub start: Instant,
+}
+
+/// Whether an incoming request id is safe to keep: 1–128 of `[A-Za-z0-9._:-]`.
+pub fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_REQUEST_ID_LEN
+        && v.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
+}
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+static REQUEST_ID_SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Generate a request id: 32 hex characters, unique within the process.
+pub fn new_request_id() -> HeaderValue {
+    let seed = *REQUEST_ID_SEED.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // A fixed seed only makes ids predictable across restarts, never duplicated within one.
+        let _ = getrandom::fill(&mut b);
+        u64::from_le_bytes(b)
+    });
+    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let (hi, lo) = (splitmix64(seed), splitmix64(seed ^ n.rotate_left(32) ^ n));
+    let mut buf = [0u8; 32];
+    for (i, byte) in hi.to_be_bytes().iter().chain(lo.to_be_bytes().iter()).enumerate() {
+        buf[2 * i] = HEX[usize::from(byte >> 4)];
+        buf[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The request's host without port, from the URI authority or the `Host` header.
+pub fn request_host(req: &RequestHeader) -> &[u8] {
+    let raw = match req.uri.host() {
+        Some(h) => h.as_bytes(),
+        None => req
+            .headers
+            .get(header::HOST)
+            .map_or(&b""[..], HeaderValue::as_bytes),
+    };
+    strip_port(raw)
+}
+
+fn strip_port(h: &[u8]) -> &[u8] {
+    if let Some(rest) = h.strip_prefix(b"[") {
+        return rest.split(|&b| b == b']').next().unwrap_or(rest);
+    }
+    match h.iter().rposition(|&b| b == b':') {
+        Some(i) => &h[..i],
+        None => h,
+    }
+}
+
+/// Rewrite the request headers for the origin: the pure part of `upstream_request_filter`.
+pub fn rewrite_upstream_headers(
+    req: &mut RequestHeader,
+    state: &State,
+    route: usize,
+    outcome: &AuthOutcome,
+    request_id: &HeaderValue,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+) -> Result<()> {
+    // 1. The credential that was used never reaches the origin.
+    if let AuthOutcome::Consumer { sources, .. } = outcome {
+        for (i, s) in state.sources.iter().enumerate().take(32) {
+            if sources & (1 << i) != 0 {
+                req.remove_header(&s.header);
+            }
+        }
+    }
+    // 2. Nothing the client sent under keygate's own header names survives.
+    req.remove_header(&state.secret.header);
+    for h in IDENTITY_HEADERS {
+        req.remove_header(h);
+    }
+    req.insert_header(state.secret.header.clone(), state.secret.value.clone())?;
+    match *outcome {
+        AuthOutcome::Consumer { key, consumer, .. } => {
+            if let Some(c) = state.consumers.get(consumer as usize) {
+                req.insert_header(X_CONSUMER_ID.clone(), c.id_header.clone())?;
+                if let Some(n) = &c.name_header {
+                    req.insert_header(X_CONSUMER_USERNAME.clone(), n.clone())?;
+                }
+            }
+            if let Some(id) = state.keys.id_header(key) {
+                req.insert_header(X_CREDENTIAL_IDENTIFIER.clone(), id)?;
+            }
+        }
+        _ => req.insert_header(X_ANONYMOUS_CONSUMER.clone(), TRUE.clone())?,
+    }
+    // 3. Forwarding headers.
+    if let Some(ip) = client_ip {
+        let mut xff = String::with_capacity(64);
+        for v in req.headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(s) = v.to_str() {
+                if !s.trim().is_empty() {
+                    xff.push_str(s.trim());
+                    xff.push_str(", ");
+                }
+            }
+        }
+        use std::fmt::Write;
+        let _ = write!(xff, "{ip}");
+        req.insert_header(X_FORWARDED_FOR.clone(), xff)?;
+    }
+    req.insert_header(X_FORWARDED_PROTO.clone(), if tls { HTTPS.clone() } else { HTTP.clone() })?;
+    let host = req
+        .uri
+        .authority()
+        .map(|a| HeaderValue::from_str(a.as_str()))
+        .transpose()
+        .ok()
+        .flatten()
+        .or_else(|| req.headers.get(header::HOST).cloned());
+    match host {
+        Some(h) => req.insert_header(X_FORWARDED_HOST.clone(), h)?,
+        None => {
+            req.remove_header(&X_FORWARDED_HOST);
+        }
+    }
+    req.insert_header(X_REQUEST_ID.clone(), request_id.clone())?;
+    if let Some(route) = state.routes.get(route) {
+        if let Some(h) = state
+            .upstreams
+            .get(route.upstream)
+            .and_then(|u| u.host_header.as_ref())
+        {
+            req.insert_header(header::HOST, h.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Write a problem document for `code` and keep the connection alive when that is safe.
+async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Result<()> {
+    ctx.code = Some(code);
+    let body = Bytes::from(code.body(ctx.request_id.as_bytes()));
+    let mut resp = ResponseHeader::build(code.status(), Some(6))?;
+    resp.insert_header(header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(header::CACHE_CONTROL, NO_STORE.clone())?;
+    resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+    if let Some(challenge) = code.www_authenticate() {
+        resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
+    }
+    // A large or unbounded body would have to be read before the connection can be
+    // reused; don't read it for a request we are turning away.
+    let req = session.req_header();
+    let chunked = req.headers.contains_key(header::TRANSFER_ENCODING);
+    let long = req
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_DRAIN_BYTES);
+    if chunked || long {
+        session.set_keepalive(None);
+        resp.insert_header(header::CONNECTION, "close")?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+fn current(ctx: &RequestCtx) -> Result<(&Arc<State>, usize)> {
+    match (&ctx.state, ctx.route) {
+        (Some(s), Some(r)) => Ok((s, r)),
+        _ => Error::e_explain(ErrorType::InternalError, "no route selected"),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for ApiKeyProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            state: None,
+            route: None,
+            outcome: None,
+            request_id: HeaderValue::from_static(""),
+            code: None,
+            start: Instant::now(),
+        }
+    }
+
+    /// Route and authenticate; a rejection is written here and ends the request.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let state = self.state.load_full();
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
+            Some(v) if valid_request_id(v.as_bytes()) => v.clone(),
+            _ => new_request_id(),
+        };
+        let route = state.route(request_host(req), req.uri.path().as_bytes());
+        let outcome = route.map(|r| auth::authenticate(&state, r, &req.headers, timestamp::now_unix()));
+        ctx.route = route;
+        ctx.outcome = outcome;
+        ctx.state = Some(state);
+        let code = match outcome {
+            None => Code::RouteNotFound,
+            Some(AuthOutcome::Rejected(r)) => Code::from(r),
+            Some(_) => return Ok(false),
+        };
+        respond(session, ctx, code).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (state, route) = current(ctx)?;
+        let upstream = state
+            .routes
+            .get(route)
+            .and_then(|r| state.upstreams.get(r.upstream))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route without upstream"))?;
+        Ok(Box::new(upstream.peer.clone()))
+    }
+
+    /// Connection failures go straight to `fail_to_proxy`: there is one peer per route.
+    fn fail_to_connect(&self, _s: &mut Session, _p: &HttpPeer, _c: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        e.set_retry(false);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (state, route) = current(ctx)?;
+        let outcome = ctx.outcome.unwrap_or(AuthOutcome::Anonymous);
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        rewrite_upstream_headers(upstream_request, state, route, &outcome, &ctx.request_id, client_ip, tls)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let code = match (e.esource(), e.etype()) {
+            (_, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout)
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                Some(Code::UpstreamTimeout)
+            }
+            (ErrorSource::Upstream, _) => Some(Code::UpstreamUnavailable),
+            (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => None,
+            (ErrorSource::Downstream, _) => Some(Code::BadRequest),
+            _ => Some(Code::Internal),
+        };
+        let error_code = match code {
+            Some(code) if session.response_written().is_none() => {
+                if ctx.request_id.is_empty() {
+                    ctx.request_id = new_request_id();
+                }
+                match respond(session, ctx, code).await {
+                    Ok(()) => code.status(),
+                    Err(_) => 0,
+                }
+            }
+            Some(code) => code.status(),
+            None => 0,
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Pingora's own error line: method, path and request id only (no query, no headers).
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {} request_id={}",
+            req.method,
+            req.uri.path(),
+            String::from_utf8_lossy(ctx.request_id.as_bytes())
+        )
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        logging::access(session, e, ctx, status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id(b"abc-123_x.y:z"));
+        assert!(!valid_request_id(b""));
+        assert!(!valid_request_id(b"a b"));
+        assert!(!valid_request_id(b"a\"b"));
+        assert!(!valid_request_id(&[b'a'; 129]));
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(valid_request_id(a.as_bytes()));
+    }
+
+    #[test]
+    fn host_port_stripping() {
+        assert_eq!(strip_port(b"example.com:8080"), b"example.com");
+        assert_eq!(strip_port(b"example.com"), b"example.com");
+        assert_eq!(strip_port(b"[::1]:8080"), b"::1");
+    }
+}

@@ -1,0 +1,111 @@
+//! Hot reload: SIGHUP → load → validate → build → swap, all or nothing.
+//!
+//! The [`Reloader`] is a Pingora background service, so its SIGHUP handler is
+//! installed inside the running server. A failed load leaves the old state
+//! serving and logs the full error; settings that only a restart can apply
+//! (listeners, threads, metrics address) are reported and left as they are.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::config::ServerConfig;
+use crate::state::{self, Loaded, SharedState};
+use crate::timestamp;
+
+/// Reloads the configuration on SIGHUP into the shared state.
+pub struct Reloader {
+    config_path: PathBuf,
+    shared: SharedState,
+    running: ServerConfig,
+}
+
+impl Reloader {
+    /// Create a reloader for `config_path`; `running` holds the settings in force.
+    pub fn new(config_path: PathBuf, shared: SharedState, running: ServerConfig) -> Self {
+        Reloader { config_path, shared, running }
+    }
+
+    /// Load the files again and swap the new state in; on failure keep the old one.
+    pub async fn reload(&self) -> bool {
+        let path = self.config_path.clone();
+        // Loading parses and hashes large files: keep it off the request threads.
+        let result = tokio::task::spawn_blocking(move || state::load(&path)).await;
+        match result {
+            Ok(Ok(Loaded { config, state, warnings })) => {
+                for w in &warnings {
+                    warn!(target: "keygate::reload", "{w}");
+                }
+                for field in restart_only_changes(&self.running, &config.server) {
+                    warn!(target: "keygate::reload", "server.{field} changed; this setting requires a restart and keeps its running value");
+                }
+                let c = state.key_counts(timestamp::now_unix());
+                info!(target: "keygate::reload",
+                    "configuration reloaded: routes={} upstreams={} consumers={} keys_active={} keys_expired={} keys_disabled={}",
+                    state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled);
+                self.shared.store(Arc::new(state));
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(target: "keygate::reload", "configuration reload failed, still serving the previous configuration: {e}");
+                false
+            }
+            Err(e) => {
+                warn!(target: "keygate::reload", "configuration reload failed, still serving the previous configuration: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Names of `server` settings that differ between `old` and `new`.
+pub fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.listen != new.listen {
+        out.push("listen");
+    }
+    let tls = |c: &ServerConfig| c.tls_listen.iter().map(|t| (t.address.clone(), t.cert.clone(), t.key.clone())).collect::<Vec<_>>();
+    if tls(old) != tls(new) {
+        out.push("tls_listen");
+    }
+    if old.threads != new.threads {
+        out.push("threads");
+    }
+    if old.metrics_listen != new.metrics_listen {
+        out.push("metrics_listen");
+    }
+    if old.grace_period_seconds != new.grace_period_seconds {
+        out.push("grace_period_seconds");
+    }
+    if old.upstream_keepalive_pool_size != new.upstream_keepalive_pool_size {
+        out.push("upstream_keepalive_pool_size");
+    }
+    out
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(target: "keygate::reload", "cannot install the SIGHUP handler, reload is disabled: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!(target: "keygate::reload", "SIGHUP received, reloading configuration");
+                    self.reload().await;
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}

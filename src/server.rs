@@ -1,0 +1,83 @@
+//! Wiring: turns a loaded configuration into a Pingora `Server` with keygate's services.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+use crate::config::{resolve_relative, ServerConfig};
+use crate::proxy::ApiKeyProxy;
+use crate::reload::Reloader;
+use crate::state::{Loaded, SharedState};
+
+/// Errors while assembling the server (after the configuration was validated).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A TLS listener could not be set up.
+    #[error("TLS listener {address}: {message}")]
+    Tls {
+        /// The listen address.
+        address: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Pingora's server settings derived from `server:`.
+pub fn server_conf(s: &ServerConfig) -> ServerConf {
+    ServerConf {
+        threads: s.threads,
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.grace_period_seconds.saturating_add(5)),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    }
+}
+
+/// Everything `run` needs besides the loaded configuration.
+pub struct Assembled {
+    /// The server, ready for `run_forever`.
+    pub server: Server,
+    /// The state handle the proxy reads (the reloader swaps it).
+    pub shared: SharedState,
+}
+
+/// Build the server: the proxy on every listener, plus the SIGHUP reloader when the
+/// configuration came from a file.
+pub fn assemble(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Assembled, ServerError> {
+    let Loaded { config, state, .. } = loaded;
+    let shared: SharedState = Arc::new(ArcSwap::from_pointee(state));
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(&config.server));
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        ApiKeyProxy::new(shared.clone()),
+        "keygate",
+    );
+    for addr in &config.server.listen {
+        proxy.add_tcp(addr);
+    }
+    for t in &config.server.tls_listen {
+        let base = config_path.clone().unwrap_or_default();
+        let cert = resolve_relative(&base, &t.cert);
+        let key = resolve_relative(&base, &t.key);
+        let tls_err = |message: String| ServerError::Tls { address: t.address.clone(), message };
+        let (Some(cert), Some(key)) = (cert.to_str(), key.to_str()) else {
+            return Err(tls_err("certificate paths must be UTF-8".into()));
+        };
+        proxy
+            .add_tls(&t.address, cert, key)
+            .map_err(|e| tls_err(e.to_string()))?;
+    }
+    server.add_service(proxy);
+
+    if let Some(path) = config_path {
+        let reloader = Reloader::new(path, shared.clone(), config.server.clone());
+        server.add_service(background_service("keygate reloader", reloader));
+    }
+    Ok(Assembled { server, shared })
+}

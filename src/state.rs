@@ -1,0 +1,859 @@
+//! The runtime snapshot the request path reads: validated, prepared, immutable.
+//!
+//! [`load`] reads `keygate.yaml`, the keys file and the secret, checks them as a
+//! whole (collecting *every* problem before failing) and builds a [`State`]:
+//! routes with parsed matchers, upstreams as ready-to-clone `HttpPeer`s, the key
+//! index, and pre-built header values. Nothing string-typed or optional that the
+//! request path would have to re-check survives into `State`. A `State` is never
+//! mutated; a reload builds a new one and swaps it in ([`SharedState`]).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::WrappedX509;
+use subtle::ConstantTimeEq;
+
+use crate::apikey::Digest;
+use crate::config::{
+    resolve_relative, AuthMode, Config, ConfigError, KeysFile, Location, Problem, SecretConfig,
+};
+use crate::timestamp;
+
+/// The state shared by every request and replaced whole by a reload.
+pub type SharedState = Arc<ArcSwap<State>>;
+
+/// Headers keygate owns on the way to the origin; client-sent copies are always removed.
+pub const IDENTITY_HEADERS: [&str; 4] = [
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-credential-identifier",
+    "x-anonymous-consumer",
+];
+
+/// How long an idle upstream connection is kept for reuse.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest key id accepted (it is forwarded in a header and logged).
+const MAX_ID_LEN: usize = 128;
+
+/// One route, ready to match.
+#[derive(Debug)]
+pub struct Route {
+    /// The configured name.
+    pub name: String,
+    /// Lower-case host to match, without port; `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix, matched at a segment boundary.
+    pub path_prefix: String,
+    /// Index into [`State::upstreams`].
+    pub upstream: usize,
+    /// How keys are treated.
+    pub auth: AuthMode,
+}
+
+impl Route {
+    /// Whether this route matches a request for `host` (lower-case, no port) and `path`.
+    pub fn matches(&self, host: &[u8], path: &[u8]) -> bool {
+        if let Some(h) = &self.host {
+            if !h.as_bytes().eq_ignore_ascii_case(host) {
+                return false;
+            }
+        }
+        let prefix = self.path_prefix.as_bytes();
+        if !path.starts_with(prefix) {
+            return false;
+        }
+        // Segment boundary: "/api" matches "/api" and "/api/x", not "/apix".
+        prefix.ends_with(b"/") || matches!(path.get(prefix.len()), None | Some(b'/'))
+    }
+}
+
+/// One upstream, with its peer built once at load.
+pub struct Upstream {
+    /// The configured name.
+    pub name: String,
+    /// The peer cloned for each request (address already resolved).
+    pub peer: HttpPeer,
+    /// `Host` to send instead of the client's, when configured.
+    pub host_header: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("address", &self.peer._address)
+            .finish()
+    }
+}
+
+/// One consumer with its identity headers pre-built.
+#[derive(Debug)]
+pub struct Consumer {
+    /// The configured id.
+    pub id: String,
+    /// `x-consumer-id` value.
+    pub id_header: HeaderValue,
+    /// `x-consumer-username` value, when a name is set.
+    pub name_header: Option<HeaderValue>,
+    /// Every key of this consumer is disabled.
+    pub disabled: bool,
+    /// `allowed[route_index]`; `None` means all routes.
+    pub allowed: Option<Box<[bool]>>,
+}
+
+impl Consumer {
+    /// Whether this consumer may use route `route`.
+    pub fn may_use(&self, route: usize) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|a| a.get(route).copied().unwrap_or(false))
+    }
+}
+
+/// One key in the index: 56 bytes, no per-key heap allocation.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    /// The full SHA-256 digest, confirmed in constant time.
+    pub digest: Digest,
+    /// Expiry in Unix seconds; `i64::MAX` when none.
+    pub expires_at: i64,
+    /// Index into [`State::consumers`].
+    pub consumer: u32,
+    id_off: u32,
+    id_len: u16,
+    /// This key is disabled.
+    pub disabled: bool,
+}
+
+/// A hasher for digest prefixes: SHA-256 output is already uniform, so use it as is.
+#[derive(Default)]
+pub struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn prefix(d: &Digest) -> u64 {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(p)
+}
+
+/// The key store: O(1) lookup by digest, compact (about 100 bytes per key).
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    slots: HashMap<u64, u32, BuildHasherDefault<PrefixHasher>>,
+    entries: Vec<KeyEntry>,
+    ids: Bytes,
+}
+
+impl KeyIndex {
+    /// Find the key whose digest equals `d`; the final comparison is constant-time.
+    pub fn lookup(&self, d: &Digest) -> Option<(u32, &KeyEntry)> {
+        let idx = *self.slots.get(&prefix(d))?;
+        let entry = self.entries.get(idx as usize)?;
+        bool::from(entry.digest.ct_eq(d)).then_some((idx, entry))
+    }
+
+    /// The key's configured id.
+    pub fn id(&self, idx: u32) -> &str {
+        self.entries
+            .get(idx as usize)
+            .and_then(|e| {
+                let start = e.id_off as usize;
+                let raw = self.ids.get(start..start + usize::from(e.id_len))?;
+                std::str::from_utf8(raw).ok()
+            })
+            .unwrap_or("")
+    }
+
+    /// The key's id as a header value, sharing the id arena (no copy).
+    pub fn id_header(&self, idx: u32) -> Option<HeaderValue> {
+        let e = self.entries.get(idx as usize)?;
+        let start = e.id_off as usize;
+        HeaderValue::from_maybe_shared(self.ids.slice(start..start + usize::from(e.id_len))).ok()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// All entries, for counting and gauges.
+    pub fn entries(&self) -> &[KeyEntry] {
+        &self.entries
+    }
+}
+
+/// The shared secret header, ready to insert. Its `Debug` never shows the value.
+pub struct Secret {
+    /// Header name.
+    pub header: HeaderName,
+    /// Header value, marked sensitive.
+    pub value: HeaderValue,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret {{ header: {}, value: <redacted> }}", self.header)
+    }
+}
+
+/// One credential source, parsed.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Header to read.
+    pub header: HeaderName,
+    /// Required scheme (e.g. `Bearer`), compared case-insensitively.
+    pub scheme: Option<Box<[u8]>>,
+}
+
+/// Counts for `keygate check` and the key gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyCounts {
+    /// Usable keys.
+    pub active: usize,
+    /// Keys past their expiry.
+    pub expired: usize,
+    /// Keys disabled directly or through their consumer.
+    pub disabled: usize,
+}
+
+/// Everything the request path needs, validated and prepared.
+#[derive(Debug)]
+pub struct State {
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+    /// Upstreams referenced by routes.
+    pub upstreams: Vec<Upstream>,
+    /// Consumers referenced by keys.
+    pub consumers: Vec<Consumer>,
+    /// The key index.
+    pub keys: KeyIndex,
+    /// The shared secret.
+    pub secret: Secret,
+    /// Credential sources, in order.
+    pub sources: Vec<Source>,
+}
+
+impl State {
+    /// Find the first route matching `host` (no port) and `path`.
+    pub fn route(&self, host: &[u8], path: &[u8]) -> Option<usize> {
+        self.routes.iter().position(|r| r.matches(host, path))
+    }
+
+    /// Count keys by state at time `now` (Unix seconds).
+    pub fn key_counts(&self, now: i64) -> KeyCounts {
+        let mut c = KeyCounts::default();
+        for e in self.keys.entries() {
+            let consumer_disabled = self
+                .consumers
+                .get(e.consumer as usize)
+                .is_none_or(|c| c.disabled);
+            if e.disabled || consumer_disabled {
+                c.disabled += 1;
+            } else if e.expires_at <= now {
+                c.expired += 1;
+            } else {
+                c.active += 1;
+            }
+        }
+        c
+    }
+}
+
+/// A loaded configuration: the file model (for restart-only settings) and the runtime state.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The parsed `keygate.yaml`.
+    pub config: Config,
+    /// The state built from it.
+    pub state: State,
+    /// Non-fatal remarks (e.g. a short secret), never containing secrets.
+    pub warnings: Vec<String>,
+}
+
+/// Read and validate `keygate.yaml`, its keys file and its secret, and build the state.
+pub fn load(config_path: &Path) -> Result<Loaded, ConfigError> {
+    let config = Config::load(config_path)?;
+    let keys_path = resolve_relative(config_path, &config.auth.keys_file);
+    let keys = KeysFile::load(&keys_path)?;
+    let secret = read_secret(&config.secret, config_path)?;
+    let mut warnings = Vec::new();
+    if secret.len() < 16 {
+        warnings.push(format!(
+            "the shared secret is only {} characters long; use at least 32 random characters",
+            secret.len()
+        ));
+    }
+    let state = build(&config, config_path, &keys, &keys_path, secret.as_bytes())?;
+    Ok(Loaded {
+        config,
+        state,
+        warnings,
+    })
+}
+
+/// Read the secret from the environment variable or file the config names.
+pub fn read_secret(sc: &SecretConfig, config_path: &Path) -> Result<String, ConfigError> {
+    let field = |f: &str| format!("secret.{f}");
+    match (&sc.env, &sc.file) {
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(v),
+            Ok(_) => Err(ConfigError::one(
+                config_path,
+                field("env"),
+                format!("environment variable {var} is empty; keygate never proxies without the shared secret"),
+            )),
+            Err(_) => Err(ConfigError::one(
+                config_path,
+                field("env"),
+                format!("environment variable {var} is not set; keygate never proxies without the shared secret"),
+            )),
+        },
+        (None, Some(file)) => {
+            let path = resolve_relative(config_path, file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::one(
+                    config_path,
+                    field("file"),
+                    format!("cannot read secret file {}: {e}", path.display()),
+                )
+            })?;
+            let v = text.strip_suffix('\n').unwrap_or(&text);
+            let v = v.strip_suffix('\r').unwrap_or(v);
+            if v.is_empty() {
+                return Err(ConfigError::one(
+                    config_path,
+                    field("file"),
+                    format!("secret file {} is empty; keygate never proxies without the shared secret", path.display()),
+                ));
+            }
+            Ok(v.to_string())
+        }
+        _ => Err(ConfigError::one(
+            config_path,
+            "secret",
+            "set exactly one of `env` and `file`",
+        )),
+    }
+}
+
+/// Collects problems so every one is reported, not just the first.
+struct Problems {
+    list: Vec<Problem>,
+}
+
+impl Problems {
+    fn add(&mut self, file: &Path, field: impl Into<String>, message: impl Into<String>) {
+        self.list.push(Problem {
+            at: Location {
+                file: file.to_path_buf(),
+                line_col: None,
+                field: field.into(),
+            },
+            message: message.into(),
+        });
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Split `host:port` / `[v6]:port` into host and port.
+fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port.parse().ok()?))
+}
+
+/// Build the state from parsed files, checking everything that needs the whole picture.
+pub fn build(
+    config: &Config,
+    config_path: &Path,
+    keys: &KeysFile,
+    keys_path: &Path,
+    secret: &[u8],
+) -> Result<State, ConfigError> {
+    let mut p = Problems { list: Vec::new() };
+    let cfg = config_path;
+
+    // server: validated here so `check` reports it, though only a restart applies it.
+    if config.server.listen.is_empty() && config.server.tls_listen.is_empty() {
+        p.add(cfg, "server.listen", "no listener: set `listen` or `tls_listen`");
+    }
+    for (i, a) in config.server.listen.iter().enumerate() {
+        if a.parse::<SocketAddr>().is_err() {
+            p.add(cfg, format!("server.listen[{i}]"), format!("`{a}` is not an ip:port address"));
+        }
+    }
+    for (i, t) in config.server.tls_listen.iter().enumerate() {
+        let f = format!("server.tls_listen[{i}]");
+        if t.address.parse::<SocketAddr>().is_err() {
+            p.add(cfg, format!("{f}.address"), format!("`{}` is not an ip:port address", t.address));
+        }
+        let cert = resolve_relative(cfg, &t.cert);
+        let key = resolve_relative(cfg, &t.key);
+        match (cert.to_str(), key.to_str()) {
+            (Some(c), Some(k)) => match pingora::tls::load_certs_and_key_files(c, k) {
+                Ok(Some(_)) => {}
+                Ok(None) => p.add(cfg, &f, format!("no certificate in {c} or no private key in {k}")),
+                Err(e) => p.add(cfg, &f, format!("cannot load {c} / {k}: {e}")),
+            },
+            _ => p.add(cfg, &f, "paths must be UTF-8"),
+        }
+    }
+    if config.server.threads == 0 {
+        p.add(cfg, "server.threads", "must be at least 1");
+    }
+    let ml = &config.server.metrics_listen;
+    if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
+        p.add(cfg, "server.metrics_listen", format!("`{ml}` is not an ip:port address (or empty to disable)"));
+    }
+
+    // secret
+    let secret_header = HeaderName::from_bytes(config.secret.header.as_bytes()).ok();
+    if secret_header.is_none() {
+        p.add(cfg, "secret.header", format!("`{}` is not a valid header name", config.secret.header));
+    }
+    let secret_value = HeaderValue::from_bytes(secret).ok().filter(|_| {
+        secret.iter().all(|b| b.is_ascii_graphic())
+    });
+    if secret_value.is_none() {
+        p.add(cfg, "secret", "the secret must be printable ASCII without spaces");
+    }
+    if let Some(h) = &secret_header {
+        if IDENTITY_HEADERS.contains(&h.as_str()) {
+            p.add(cfg, "secret.header", "must not be one of keygate's identity headers");
+        }
+    }
+
+    // sources
+    let mut sources = Vec::new();
+    let mut seen_headers = HashSet::new();
+    if config.auth.sources.is_empty() {
+        p.add(cfg, "auth.sources", "at least one credential source is needed");
+    }
+    for (i, s) in config.auth.sources.iter().enumerate() {
+        let f = format!("auth.sources[{i}].header");
+        match HeaderName::from_bytes(s.header.as_bytes()) {
+            Ok(h) => {
+                if !seen_headers.insert(h.clone()) {
+                    p.add(cfg, &f, format!("`{}` is listed twice", s.header));
+                }
+                if Some(&h) == secret_header.as_ref() || IDENTITY_HEADERS.contains(&h.as_str()) {
+                    p.add(cfg, &f, "must not be the secret header or an identity header");
+                }
+                let scheme = match &s.scheme {
+                    Some(sc) if sc.is_empty() || !sc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) => {
+                        p.add(cfg, format!("auth.sources[{i}].scheme"), format!("`{sc}` is not a valid auth scheme"));
+                        None
+                    }
+                    Some(sc) => Some(sc.as_bytes().to_vec().into_boxed_slice()),
+                    None => None,
+                };
+                sources.push(Source { header: h, scheme });
+            }
+            Err(_) => p.add(cfg, &f, format!("`{}` is not a valid header name", s.header)),
+        }
+    }
+
+    // upstreams
+    let mut upstreams = Vec::new();
+    let mut upstream_index = HashMap::new();
+    for (name, u) in &config.upstreams {
+        let f = format!("upstreams.{name}");
+        if !valid_id(name) {
+            p.add(cfg, &f, "names may contain only A-Z a-z 0-9 . _ -");
+        }
+        let Some((host, port)) = split_host_port(&u.address) else {
+            p.add(cfg, format!("{f}.address"), format!("`{}` is not host:port", u.address));
+            continue;
+        };
+        let addr = match (host, port).to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => a,
+            Ok(None) | Err(_) => {
+                p.add(cfg, format!("{f}.address"), format!("cannot resolve `{host}`"));
+                continue;
+            }
+        };
+        let sni = if u.sni.is_empty() { host.to_string() } else { u.sni.clone() };
+        let mut peer = HttpPeer::new(addr, u.tls, sni);
+        let o = &mut peer.options;
+        o.connection_timeout = Some(Duration::from_millis(u.connect_timeout_ms));
+        o.total_connection_timeout = Some(Duration::from_millis(u.connect_timeout_ms));
+        o.read_timeout = Some(Duration::from_millis(u.read_timeout_ms));
+        o.write_timeout = Some(Duration::from_millis(u.read_timeout_ms));
+        o.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 {
+            p.add(cfg, &f, "timeouts must be greater than 0");
+        }
+        if let Some(ca) = &u.ca_file {
+            if !u.tls {
+                p.add(cfg, format!("{f}.ca_file"), "only meaningful with `tls: true`");
+            }
+            match load_ca(&resolve_relative(cfg, ca)) {
+                Ok(certs) => o.ca = Some(Arc::from(certs.into_boxed_slice())),
+                Err(e) => p.add(cfg, format!("{f}.ca_file"), e),
+            }
+        }
+        let host_header = match &u.host_header {
+            Some(h) => match HeaderValue::from_str(h) {
+                Ok(v) if !h.is_empty() => Some(v),
+                _ => {
+                    p.add(cfg, format!("{f}.host_header"), format!("`{h}` is not a valid Host"));
+                    None
+                }
+            },
+            None => None,
+        };
+        upstream_index.insert(name.as_str(), upstreams.len());
+        upstreams.push(Upstream {
+            name: name.clone(),
+            peer,
+            host_header,
+        });
+    }
+
+    // routes
+    let mut routes = Vec::new();
+    let mut route_index = HashMap::new();
+    if config.routes.is_empty() {
+        p.add(cfg, "routes", "at least one route is needed");
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        let f = format!("routes[{i}]");
+        if !valid_id(&r.name) {
+            p.add(cfg, format!("{f}.name"), "names may contain only A-Z a-z 0-9 . _ -");
+        }
+        if route_index.insert(r.name.as_str(), i).is_some() {
+            p.add(cfg, format!("{f}.name"), format!("route `{}` is defined twice", r.name));
+        }
+        if !r.path_prefix.starts_with('/') {
+            p.add(cfg, format!("{f}.path_prefix"), "must start with `/`");
+        }
+        if let Some(h) = &r.host {
+            if h.is_empty() || h.contains(':') || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b)) {
+                p.add(cfg, format!("{f}.host"), format!("`{h}` is not a host name (no port, no scheme)"));
+            }
+        }
+        let upstream = match upstream_index.get(r.upstream.as_str()) {
+            Some(&u) => u,
+            None => {
+                if !config.upstreams.contains_key(&r.upstream) {
+                    p.add(cfg, format!("{f}.upstream"), format!("unknown upstream `{}`", r.upstream));
+                }
+                0
+            }
+        };
+        routes.push(Route {
+            name: r.name.clone(),
+            host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path_prefix: r.path_prefix.clone(),
+            upstream,
+            auth: r.auth,
+        });
+    }
+
+    // consumers and keys
+    let kp = keys_path;
+    let mut consumers = Vec::new();
+    let mut consumer_ids = HashSet::new();
+    let mut key_ids: HashMap<&str, ()> = HashMap::new();
+    let total_keys: usize = keys.consumers.iter().map(|c| c.keys.len()).sum();
+    let mut entries = Vec::with_capacity(total_keys);
+    let mut slots: HashMap<u64, u32, BuildHasherDefault<PrefixHasher>> =
+        HashMap::with_capacity_and_hasher(total_keys, Default::default());
+    let mut ids = Vec::new();
+    for (ci, c) in keys.consumers.iter().enumerate() {
+        let f = format!("consumers[{ci}]");
+        if !valid_id(&c.id) {
+            p.add(kp, format!("{f}.id"), "ids may contain only A-Z a-z 0-9 . _ - (at most 128)");
+        }
+        if !consumer_ids.insert(c.id.as_str()) {
+            p.add(kp, format!("{f}.id"), format!("consumer `{}` is defined twice", c.id));
+        }
+        let name_header = match &c.name {
+            Some(n) => match HeaderValue::from_str(n) {
+                Ok(v) if n.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => Some(v),
+                _ => {
+                    p.add(kp, format!("{f}.name"), "must be printable ASCII");
+                    None
+                }
+            },
+            None => None,
+        };
+        let allowed = c.routes.as_ref().map(|names| {
+            let mut allowed = vec![false; config.routes.len()].into_boxed_slice();
+            for (ri, n) in names.iter().enumerate() {
+                match route_index.get(n.as_str()) {
+                    Some(&idx) => allowed[idx] = true,
+                    None => p.add(kp, format!("{f}.routes[{ri}]"), format!("unknown route `{n}`")),
+                }
+            }
+            allowed
+        });
+        let consumer_idx = u32::try_from(consumers.len()).unwrap_or(u32::MAX);
+        for (ki, k) in c.keys.iter().enumerate() {
+            let kf = format!("{f}.keys[{ki}]");
+            if !valid_id(&k.id) {
+                p.add(kp, format!("{kf}.id"), "ids may contain only A-Z a-z 0-9 . _ - (at most 128)");
+                continue;
+            }
+            if key_ids.insert(k.id.as_str(), ()).is_some() {
+                p.add(kp, format!("{kf}.id"), format!("key id `{}` is used twice", k.id));
+            }
+            let mut digest = [0u8; 32];
+            if k.sha256.len() != 64 || hex::decode_to_slice(&k.sha256, &mut digest).is_err() {
+                p.add(kp, format!("{kf}.sha256"), "must be 64 hex characters (the SHA-256 of the key; see `keygate hash`)");
+                continue;
+            }
+            let expires_at = match &k.expires_at {
+                Some(t) => match timestamp::parse_rfc3339(t) {
+                    Some(t) => t,
+                    None => {
+                        p.add(kp, format!("{kf}.expires_at"), format!("`{t}` is not an RFC 3339 date-time such as 2027-01-01T00:00:00Z"));
+                        continue;
+                    }
+                },
+                None => i64::MAX,
+            };
+            let idx = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+            if let Some(&other) = slots.get(&prefix(&digest)) {
+                let other: &KeyEntry = &entries[other as usize];
+                let other_id = std::str::from_utf8(&ids[other.id_off as usize..][..usize::from(other.id_len)]).unwrap_or("");
+                if other.digest == digest {
+                    p.add(kp, format!("{kf}.sha256"), format!("the same key digest is already used by key `{other_id}`"));
+                } else {
+                    p.add(kp, format!("{kf}.sha256"), format!("digest collides with key `{other_id}` in its first 8 bytes; generate a new key"));
+                }
+                continue;
+            }
+            let Ok(id_off) = u32::try_from(ids.len()) else {
+                p.add(kp, kf, "too many keys");
+                continue;
+            };
+            ids.extend_from_slice(k.id.as_bytes());
+            slots.insert(prefix(&digest), idx);
+            entries.push(KeyEntry {
+                digest,
+                expires_at,
+                consumer: consumer_idx,
+                id_off,
+                id_len: k.id.len() as u16,
+                disabled: k.disabled,
+            });
+        }
+        let id_header = HeaderValue::from_str(&c.id).unwrap_or(HeaderValue::from_static("invalid"));
+        consumers.push(Consumer {
+            id: c.id.clone(),
+            id_header,
+            name_header,
+            disabled: c.disabled,
+            allowed,
+        });
+    }
+
+    if !p.list.is_empty() {
+        return Err(ConfigError::Invalid(p.list));
+    }
+    let (Some(header), Some(mut value)) = (secret_header, secret_value) else {
+        return Err(ConfigError::one(cfg, "secret", "invalid secret"));
+    };
+    value.set_sensitive(true);
+    Ok(State {
+        routes,
+        upstreams,
+        consumers,
+        keys: KeyIndex {
+            slots,
+            entries,
+            ids: Bytes::from(ids),
+        },
+        secret: Secret { header, value },
+        sources,
+    })
+}
+
+/// Load a PEM file of CA certificates, checking each parses as X.509.
+fn load_ca(path: &PathBuf) -> Result<Vec<WrappedX509>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for item in rustls_pemfile::certs(&mut data.as_slice()) {
+        let der = item.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+        if x509_parser::parse_x509_certificate(der.as_ref()).is_err() {
+            return Err(format!("{}: a certificate does not parse as X.509", path.display()));
+        }
+        out.push(WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509));
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no PEM certificate found", path.display()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    pub(crate) const CONFIG: &str = r#"
+secret: { env: KG_UNUSED }
+auth: { keys_file: keys.yaml }
+upstreams:
+  origin: { address: "127.0.0.1:8000" }
+routes:
+  - { name: admin, path_prefix: /admin, upstream: origin, auth: required }
+  - { name: public, path_prefix: /public, upstream: origin, auth: none }
+  - { name: api, path_prefix: /, upstream: origin, auth: required }
+"#;
+
+    fn keys_yaml() -> String {
+        format!(
+            r#"
+consumers:
+  - id: acme
+    name: ACME Corp
+    routes: [api]
+    keys:
+      - {{ id: acme-1, sha256: "{}" }}
+      - {{ id: acme-old, sha256: "{}", expires_at: 2020-01-01T00:00:00Z }}
+  - id: off
+    disabled: true
+    keys:
+      - {{ id: off-1, sha256: "{}" }}
+"#,
+            hex::encode(crate::apikey::digest(b"key-one")),
+            hex::encode(crate::apikey::digest(b"key-old")),
+            hex::encode(crate::apikey::digest(b"key-off")),
+        )
+    }
+
+    fn build_from(config: &str, keys: &str) -> Result<State, ConfigError> {
+        let c = Config::from_yaml(config, Path::new("keygate.yaml"))?;
+        let k = KeysFile::from_yaml(keys, Path::new("keys.yaml"))?;
+        build(&c, Path::new("keygate.yaml"), &k, Path::new("keys.yaml"), b"0123456789abcdef")
+    }
+
+    #[test]
+    fn builds_and_counts() {
+        let s = build_from(CONFIG, &keys_yaml()).unwrap();
+        assert_eq!(s.routes.len(), 3);
+        assert_eq!(s.keys.len(), 3);
+        let c = s.key_counts(timestamp::now_unix());
+        assert_eq!(c, KeyCounts { active: 1, expired: 1, disabled: 1 });
+        let (idx, e) = s.keys.lookup(&crate::apikey::digest(b"key-one")).unwrap();
+        assert_eq!(s.keys.id(idx), "acme-1");
+        assert_eq!(s.keys.id_header(idx).unwrap(), "acme-1");
+        assert_eq!(s.consumers[e.consumer as usize].id, "acme");
+        assert!(s.keys.lookup(&crate::apikey::digest(b"nope")).is_none());
+    }
+
+    #[test]
+    fn route_matching_respects_segments_and_order() {
+        let s = build_from(CONFIG, &keys_yaml()).unwrap();
+        assert_eq!(s.route(b"x", b"/admin"), Some(0));
+        assert_eq!(s.route(b"x", b"/admin/users"), Some(0));
+        assert_eq!(s.route(b"x", b"/adminx"), Some(2));
+        assert_eq!(s.route(b"x", b"/public/a"), Some(1));
+        assert_eq!(s.route(b"x", b"/"), Some(2));
+        assert!(s.consumers[0].may_use(2));
+        assert!(!s.consumers[0].may_use(0));
+        assert!(s.consumers[1].may_use(0));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_and_field() {
+        let config = CONFIG.replace("upstream: origin, auth: none", "upstream: nowhere, auth: none");
+        let keys = format!(
+            "{}  - id: acme\n    keys:\n      - {{ id: acme-1, sha256: \"zz\" }}\n      - {{ id: dup, sha256: \"{}\" }}\n      - {{ id: when, sha256: \"{}\", expires_at: tomorrow }}\n",
+            keys_yaml(),
+            hex::encode(crate::apikey::digest(b"key-one")),
+            hex::encode(crate::apikey::digest(b"key-x")),
+        );
+        let err = build_from(&config, &keys).unwrap_err();
+        let s = err.to_string();
+        for want in [
+            "keygate.yaml: routes[1].upstream: unknown upstream `nowhere`",
+            "keys.yaml: consumers[2].id: consumer `acme` is defined twice",
+            "keys.yaml: consumers[2].keys[0].id: key id `acme-1` is used twice",
+            "keys.yaml: consumers[2].keys[0].sha256: must be 64 hex characters",
+            "keys.yaml: consumers[2].keys[1].sha256: the same key digest is already used by key `acme-1`",
+            "keys.yaml: consumers[2].keys[2].expires_at: `tomorrow` is not an RFC 3339",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in:\n{s}");
+        }
+        // Digests never appear in messages.
+        assert!(!s.contains(&hex::encode(crate::apikey::digest(b"key-one"))));
+    }
+
+    #[test]
+    fn unknown_route_in_allow_list_and_bad_ids() {
+        let keys = "consumers:\n  - id: \"bad id\"\n    routes: [nope]\n    keys: []\n";
+        let s = build_from(CONFIG, keys).unwrap_err().to_string();
+        assert!(s.contains("consumers[0].id: ids may contain only"), "{s}");
+        assert!(s.contains("consumers[0].routes[0]: unknown route `nope`"), "{s}");
+    }
+
+    #[test]
+    fn secret_must_be_present_and_printable() {
+        let c = Config::from_yaml(CONFIG, Path::new("keygate.yaml")).unwrap();
+        let k = KeysFile::default();
+        let err = build(&c, Path::new("keygate.yaml"), &k, Path::new("keys.yaml"), b"has space")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secret"), "{err}");
+        assert!(!err.contains("has space"), "secret leaked: {err}");
+        let sc = SecretConfig { header: "x-shared-secret".into(), env: Some("KG_SURELY_UNSET_VAR".into()), file: None };
+        let err = read_secret(&sc, Path::new("keygate.yaml")).unwrap_err().to_string();
+        assert!(err.contains("secret.env: environment variable KG_SURELY_UNSET_VAR is not set"), "{err}");
+        let sc = SecretConfig { header: "x".into(), env: None, file: Some("/nonexistent/secret".into()) };
+        let err = read_secret(&sc, Path::new("keygate.yaml")).unwrap_err().to_string();
+        assert!(err.contains("secret.file: cannot read secret file /nonexistent/secret"), "{err}");
+        let sc = SecretConfig { header: "x".into(), env: Some("A".into()), file: Some("b".into()) };
+        assert!(read_secret(&sc, Path::new("k")).is_err());
+    }
+
+    #[test]
+    fn tls_upstream_defaults_sni_to_host() {
+        let config = CONFIG.replace(
+            r#"origin: { address: "127.0.0.1:8000" }"#,
+            r#"origin: { address: "localhost:8443", tls: true }"#,
+        );
+        let s = build_from(&config, &keys_yaml()).unwrap();
+        assert_eq!(s.upstreams[0].peer.sni, "localhost");
+    }
+}
