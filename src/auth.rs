@@ -159,7 +159,10 @@ pub fn check_key(state: &State, route: usize, key: &[u8], sources: u32, now: i64
 
 /// Decide what happens to a request on `route` with these headers.
 pub fn authenticate(state: &State, route: usize, headers: &HeaderMap, now: i64) -> AuthOutcome {
-    let mode = state.routes.get(route).map_or(AuthMode::Required, |r| r.auth);
+    let mode = state
+        .routes
+        .get(route)
+        .map_or(AuthMode::Required, |r| r.auth);
     if mode == AuthMode::None {
         return AuthOutcome::Anonymous;
     }
@@ -198,13 +201,23 @@ routes:
         );
         let c = Config::from_yaml(config, Path::new("c")).unwrap();
         let k = KeysFile::from_yaml(&keys, Path::new("k")).unwrap();
-        crate::state::build(&c, Path::new("c"), &k, Path::new("k"), b"secret-secret-secret").unwrap()
+        crate::state::build(
+            &c,
+            Path::new("c"),
+            &k,
+            Path::new("k"),
+            b"secret-secret-secret",
+        )
+        .unwrap()
     }
 
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_bytes(v).unwrap());
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
         }
         h
     }
@@ -222,12 +235,29 @@ routes:
 
     #[test]
     fn bearer_any_case_and_x_api_key() {
-        for v in ["Bearer good-key", "bearer good-key", "BEARER  good-key ", "Bearer\tgood-key"] {
-            assert!(matches!(auth(&[("authorization", v.as_bytes())]), AuthOutcome::Consumer { sources: 1, .. }), "{v}");
+        for v in [
+            "Bearer good-key",
+            "bearer good-key",
+            "BEARER  good-key ",
+            "Bearer\tgood-key",
+        ] {
+            assert!(
+                matches!(
+                    auth(&[("authorization", v.as_bytes())]),
+                    AuthOutcome::Consumer { sources: 1, .. }
+                ),
+                "{v}"
+            );
         }
-        assert!(matches!(auth(&[("x-api-key", b"good-key")]), AuthOutcome::Consumer { sources: 2, .. }));
         assert!(matches!(
-            auth(&[("x-api-key", b"good-key"), ("authorization", b"Bearer good-key")]),
+            auth(&[("x-api-key", b"good-key")]),
+            AuthOutcome::Consumer { sources: 2, .. }
+        ));
+        assert!(matches!(
+            auth(&[
+                ("x-api-key", b"good-key"),
+                ("authorization", b"Bearer good-key")
+            ]),
             AuthOutcome::Consumer { sources: 3, .. }
         ));
     }
@@ -235,18 +265,40 @@ routes:
     #[test]
     fn missing_and_other_schemes() {
         assert_eq!(auth(&[]), rejected(Rejection::Missing));
-        assert_eq!(auth(&[("authorization", b"Basic dXNlcjpwYXNz")]), rejected(Rejection::Missing));
+        assert_eq!(
+            auth(&[("authorization", b"Basic dXNlcjpwYXNz")]),
+            rejected(Rejection::Missing)
+        );
     }
 
     #[test]
     fn malformed_keys_are_invalid() {
-        for v in [&b"Bearer"[..], b"Bearer ", b"Bearer    ", b"Bearer a b", b"Bearer \xff\xfe"] {
-            assert_eq!(auth(&[("authorization", v)]), rejected(Rejection::Invalid), "{v:?}");
+        for v in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer    ",
+            b"Bearer a b",
+            b"Bearer \xff\xfe",
+        ] {
+            assert_eq!(
+                auth(&[("authorization", v)]),
+                rejected(Rejection::Invalid),
+                "{v:?}"
+            );
         }
         assert_eq!(auth(&[("x-api-key", b"")]), rejected(Rejection::Invalid));
-        assert_eq!(auth(&[("x-api-key", &vec![b'a'; MAX_KEY_LEN + 1])]), rejected(Rejection::Invalid));
-        assert_eq!(auth(&[("x-api-key", b"good-ke")]), rejected(Rejection::Invalid));
-        assert_eq!(auth(&[("x-api-key", b"good-kez")]), rejected(Rejection::Invalid));
+        assert_eq!(
+            auth(&[("x-api-key", &vec![b'a'; MAX_KEY_LEN + 1])]),
+            rejected(Rejection::Invalid)
+        );
+        assert_eq!(
+            auth(&[("x-api-key", b"good-ke")]),
+            rejected(Rejection::Invalid)
+        );
+        assert_eq!(
+            auth(&[("x-api-key", b"good-kez")]),
+            rejected(Rejection::Invalid)
+        );
     }
 
     #[test]
@@ -260,28 +312,61 @@ routes:
     #[test]
     fn ambiguity_never_falls_back() {
         assert_eq!(
-            auth(&[("authorization", b"Bearer good-key"), ("x-api-key", b"other")]),
+            auth(&[
+                ("authorization", b"Bearer good-key"),
+                ("x-api-key", b"other")
+            ]),
             rejected(Rejection::Ambiguous)
         );
-        assert_eq!(auth(&[("x-api-key", b"good-key"), ("x-api-key", b"other")]), rejected(Rejection::Ambiguous));
-        assert_eq!(auth(&[("x-api-key", b"good-key"), ("authorization", b"Bearer ")]), rejected(Rejection::Ambiguous));
-        assert!(matches!(auth(&[("x-api-key", b"good-key"), ("x-api-key", b"good-key")]), AuthOutcome::Consumer { .. }));
+        assert_eq!(
+            auth(&[("x-api-key", b"good-key"), ("x-api-key", b"other")]),
+            rejected(Rejection::Ambiguous)
+        );
+        assert_eq!(
+            auth(&[("x-api-key", b"good-key"), ("authorization", b"Bearer ")]),
+            rejected(Rejection::Ambiguous)
+        );
+        assert!(matches!(
+            auth(&[("x-api-key", b"good-key"), ("x-api-key", b"good-key")]),
+            AuthOutcome::Consumer { .. }
+        ));
     }
 
     #[test]
     fn expired_disabled_forbidden() {
-        assert_eq!(auth(&[("x-api-key", b"old-key")]), rejected(Rejection::Expired));
-        assert_eq!(auth(&[("x-api-key", b"off-key")]), rejected(Rejection::Disabled));
+        assert_eq!(
+            auth(&[("x-api-key", b"old-key")]),
+            rejected(Rejection::Expired)
+        );
+        assert_eq!(
+            auth(&[("x-api-key", b"off-key")]),
+            rejected(Rejection::Disabled)
+        );
         let s = state();
-        assert_eq!(authenticate(&s, 2, &headers(&[("x-api-key", b"good-key")]), NOW), rejected(Rejection::Forbidden));
+        assert_eq!(
+            authenticate(&s, 2, &headers(&[("x-api-key", b"good-key")]), NOW),
+            rejected(Rejection::Forbidden)
+        );
     }
 
     #[test]
     fn optional_and_none_routes() {
         let s = state();
-        assert_eq!(authenticate(&s, 0, &headers(&[("x-api-key", b"bad")]), NOW), AuthOutcome::Anonymous);
-        assert_eq!(authenticate(&s, 1, &headers(&[]), NOW), AuthOutcome::Anonymous);
-        assert_eq!(authenticate(&s, 1, &headers(&[("x-api-key", b"bad")]), NOW), rejected(Rejection::Invalid));
-        assert!(matches!(authenticate(&s, 1, &headers(&[("x-api-key", b"good-key")]), NOW), AuthOutcome::Consumer { .. }));
+        assert_eq!(
+            authenticate(&s, 0, &headers(&[("x-api-key", b"bad")]), NOW),
+            AuthOutcome::Anonymous
+        );
+        assert_eq!(
+            authenticate(&s, 1, &headers(&[]), NOW),
+            AuthOutcome::Anonymous
+        );
+        assert_eq!(
+            authenticate(&s, 1, &headers(&[("x-api-key", b"bad")]), NOW),
+            rejected(Rejection::Invalid)
+        );
+        assert!(matches!(
+            authenticate(&s, 1, &headers(&[("x-api-key", b"good-key")]), NOW),
+            AuthOutcome::Consumer { .. }
+        ));
     }
 }

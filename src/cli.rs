@@ -98,7 +98,10 @@ pub enum KeygenError {
 }
 
 fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// A freshly generated key and the text to print for it.
@@ -112,7 +115,11 @@ pub struct Keygen {
 }
 
 /// Generate a key for `consumer`.
-pub fn keygen(consumer: &str, key_id: Option<&str>, expires_at: Option<&str>) -> Result<Keygen, KeygenError> {
+pub fn keygen(
+    consumer: &str,
+    key_id: Option<&str>,
+    expires_at: Option<&str>,
+) -> Result<Keygen, KeygenError> {
     if !valid_id(consumer) {
         return Err(KeygenError::BadId("--consumer"));
     }
@@ -147,7 +154,10 @@ pub fn hash(mut input: impl Read) -> std::io::Result<String> {
     input.read_to_end(&mut buf)?;
     let key = buf.trim_ascii();
     if key.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no key on standard input"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no key on standard input",
+        ));
     }
     Ok(hex::encode(apikey::digest(key)))
 }
@@ -160,11 +170,21 @@ mod tests {
     fn keygen_entry_round_trips_through_hash() {
         let k = keygen("acme", Some("acme-1"), Some("2030-01-01T00:00:00Z")).unwrap();
         let digest = hash(format!("{}\n", k.key).as_bytes()).unwrap();
-        assert!(k.text.contains(&format!("sha256: \"{digest}\"")), "{}", k.text);
+        assert!(
+            k.text.contains(&format!("sha256: \"{digest}\"")),
+            "{}",
+            k.text
+        );
         assert!(k.text.contains("- id: acme-1"));
         assert!(k.text.contains("expires_at: 2030-01-01T00:00:00Z"));
         // The printed entry parses as a keys file.
-        let yaml = format!("consumers:\n  - id: acme\n    keys:\n{}", k.text.split("keys.yaml, then reload keygate:\n").nth(1).unwrap());
+        let yaml = format!(
+            "consumers:\n  - id: acme\n    keys:\n{}",
+            k.text
+                .split("keys.yaml, then reload keygate:\n")
+                .nth(1)
+                .unwrap()
+        );
         let parsed = crate::config::KeysFile::from_yaml(&yaml, Path::new("k")).unwrap();
         assert_eq!(parsed.consumers[0].keys[0].sha256, digest);
     }
@@ -180,7 +200,10 @@ mod tests {
 
     #[test]
     fn hash_trims_and_rejects_empty() {
-        assert_eq!(hash(&b"abc\n"[..]).unwrap(), hash(&b"  abc\r\n"[..]).unwrap());
+        assert_eq!(
+            hash(&b"abc\n"[..]).unwrap(),
+            hash(&b"  abc\r\n"[..]).unwrap()
+        );
         assert!(hash(&b"\n"[..]).is_err());
     }
 

@@ -90,7 +90,11 @@ struct ProblemList<'a>(&'a [Problem]);
 impl fmt::Display for ProblemList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "{n} problem{} in configuration", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{n} problem{} in configuration",
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in self.0 {
             write!(f, "\n  {p}")?;
         }
@@ -340,7 +344,10 @@ pub struct KeyConfig {
 }
 
 /// Parse YAML text into `T`, reporting the file, line, column and field path on error.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ConfigError> {
     serde_yaml::from_str(text).map_err(|e| {
         let line_col = e.location().map(|l| (l.line(), l.column()));
         // serde_yaml prefixes the message with the field path ("routes[0]: ...") and
@@ -445,10 +452,7 @@ routes:
 
     #[test]
     fn unknown_field_is_rejected_with_line_and_field() {
-        let text = MINIMAL.replace(
-            "auth: required }",
-            "auth: required, pathprefix: /x }",
-        );
+        let text = MINIMAL.replace("auth: required }", "auth: required, pathprefix: /x }");
         let err = Config::from_yaml(&text, Path::new("conf/k.yaml")).unwrap_err();
         let ConfigError::Invalid(problems) = &err else {
             panic!("{err}")
@@ -481,7 +485,10 @@ routes:
 
     #[test]
     fn relative_paths_resolve_against_config_folder() {
-        let p = resolve_relative(Path::new("/etc/keygate/keygate.yaml"), Path::new("keys.yaml"));
+        let p = resolve_relative(
+            Path::new("/etc/keygate/keygate.yaml"),
+            Path::new("keys.yaml"),
+        );
         assert_eq!(p, Path::new("/etc/keygate/keys.yaml"));
         let p = resolve_relative(Path::new("/etc/keygate/keygate.yaml"), Path::new("/k.yaml"));
         assert_eq!(p, Path::new("/k.yaml"));

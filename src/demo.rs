@@ -37,7 +37,9 @@ pub enum DemoError {
 
 /// Start the demo on `listen`; never returns unless setup fails.
 pub fn run(listen: &str) -> Result<(), DemoError> {
-    let addr: SocketAddr = listen.parse().map_err(|_| DemoError::BadListen(listen.to_string()))?;
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| DemoError::BadListen(listen.to_string()))?;
     drop(TcpListener::bind(addr).map_err(|e| DemoError::InUse(addr, e))?);
     let origin_addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -54,8 +56,15 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             metrics_listen: String::new(),
             ..ServerConfig::default()
         },
-        secret: SecretConfig { header: DEFAULT_SECRET_HEADER.into(), env: None, file: None },
-        auth: AuthConfig { keys_file: "(demo)".into(), sources: default_sources() },
+        secret: SecretConfig {
+            header: DEFAULT_SECRET_HEADER.into(),
+            env: None,
+            file: None,
+        },
+        auth: AuthConfig {
+            keys_file: "(demo)".into(),
+            sources: default_sources(),
+        },
         upstreams: BTreeMap::from([(
             "demo-origin".to_string(),
             UpstreamConfig {
@@ -69,8 +78,20 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             },
         )]),
         routes: vec![
-            RouteConfig { name: "public".into(), host: None, path_prefix: "/public".into(), upstream: "demo-origin".into(), auth: AuthMode::None },
-            RouteConfig { name: "api".into(), host: None, path_prefix: "/".into(), upstream: "demo-origin".into(), auth: AuthMode::Required },
+            RouteConfig {
+                name: "public".into(),
+                host: None,
+                path_prefix: "/public".into(),
+                upstream: "demo-origin".into(),
+                auth: AuthMode::None,
+            },
+            RouteConfig {
+                name: "api".into(),
+                host: None,
+                path_prefix: "/".into(),
+                upstream: "demo-origin".into(),
+                auth: AuthMode::Required,
+            },
         ],
     };
     let keys = KeysFile {
@@ -87,12 +108,29 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             }],
         }],
     };
-    let state = state::build(&config, Path::new("(demo)"), &keys, Path::new("(demo)"), secret.as_bytes())
-        .map_err(|e| setup(&e))?;
-    let mut assembled = server::assemble(Loaded { config, state, warnings: Vec::new() }, None).map_err(|e| setup(&e))?;
+    let state = state::build(
+        &config,
+        Path::new("(demo)"),
+        &keys,
+        Path::new("(demo)"),
+        secret.as_bytes(),
+    )
+    .map_err(|e| setup(&e))?;
+    let mut assembled = server::assemble(
+        Loaded {
+            config,
+            state,
+            warnings: Vec::new(),
+        },
+        None,
+    )
+    .map_err(|e| setup(&e))?;
 
     let header = HeaderName::from_static(DEFAULT_SECRET_HEADER);
-    let mut origin = Service::new("keygate demo origin".to_string(), DemoOrigin::new(header, secret.into_bytes()));
+    let mut origin = Service::new(
+        "keygate demo origin".to_string(),
+        DemoOrigin::new(header, secret.into_bytes()),
+    );
     origin.add_tcp(&origin_addr.to_string());
     assembled.server.add_service(origin);
 

@@ -128,7 +128,10 @@ pub fn access(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u1
         let _ = write!(line, " route={route}");
         match (ctx.outcome, state) {
             (Some(AuthOutcome::Consumer { key, consumer, .. }), Some(s)) => {
-                let c = s.consumers.get(consumer as usize).map_or("-", |c| c.id.as_str());
+                let c = s
+                    .consumers
+                    .get(consumer as usize)
+                    .map_or("-", |c| c.id.as_str());
                 let _ = write!(line, " consumer={c} key_id={}", s.keys.id(key));
             }
             _ => line.push_str(" consumer=- key_id=-"),
@@ -155,13 +158,20 @@ mod tests {
 
     #[test]
     fn foreign_targets_are_capped_at_info() {
-        let l = Logger { own: LevelFilter::Trace };
+        let l = Logger {
+            own: LevelFilter::Trace,
+        };
         let meta = |target, level| Metadata::builder().target(target).level(level).build();
         assert!(l.allowed(&meta("keygate::reload", Level::Trace)));
-        assert!(!l.allowed(&meta("pingora_core::protocols::http::v1::server", Level::Debug)));
+        assert!(!l.allowed(&meta(
+            "pingora_core::protocols::http::v1::server",
+            Level::Debug
+        )));
         assert!(!l.allowed(&meta("pingora_proxy", Level::Trace)));
         assert!(l.allowed(&meta("pingora_proxy", Level::Info)));
-        let quiet = Logger { own: LevelFilter::Warn };
+        let quiet = Logger {
+            own: LevelFilter::Warn,
+        };
         assert!(!quiet.allowed(&meta("keygate::access", Level::Info)));
     }
 

@@ -18,7 +18,11 @@ const EX_USAGE: u8 = 64;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
-    let command = if cli.test { Command::Check } else { cli.command.unwrap_or(Command::Run) };
+    let command = if cli.test {
+        Command::Check
+    } else {
+        cli.command.unwrap_or(Command::Run)
+    };
     match command {
         Command::Run => {
             let loaded = match state::load(&cli.config) {
@@ -33,7 +37,11 @@ fn main() -> ExitCode {
             }
             match server::assemble(loaded, Some(cli.config.clone())) {
                 Ok(a) => {
-                    log::info!("keygate {} starting with {}", env!("CARGO_PKG_VERSION"), cli.config.display());
+                    log::info!(
+                        "keygate {} starting with {}",
+                        env!("CARGO_PKG_VERSION"),
+                        cli.config.display()
+                    );
                     a.server.run_forever()
                 }
                 Err(e) => {
@@ -52,9 +60,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Keygen { consumer, key_id, expires_at } => {
-            report(cli::keygen(&consumer, key_id.as_deref(), expires_at.as_deref()).map(|k| print!("{}", k.text)).map_err(anyhow::Error::from))
-        }
+        Command::Keygen {
+            consumer,
+            key_id,
+            expires_at,
+        } => report(
+            cli::keygen(&consumer, key_id.as_deref(), expires_at.as_deref())
+                .map(|k| print!("{}", k.text))
+                .map_err(anyhow::Error::from),
+        ),
         Command::Hash => report(
             cli::hash(std::io::stdin().lock())
                 .map(|d| println!("{d}"))

@@ -41,13 +41,23 @@ fn json_str(out: &mut String, v: &[u8]) {
 impl ServeHttp for DemoOrigin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let presented = req.headers.get(&self.header).map(|v| v.as_bytes()).unwrap_or(b"");
+        let presented = req
+            .headers
+            .get(&self.header)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
         // Length is not secret; the comparison of contents is constant-time.
         let ok = presented.len() == self.secret.len() && bool::from(presented.ct_eq(&self.secret));
         let (status, body) = if ok {
             let mut b = String::from("{\"message\":\"hello from the origin\",\"path\":");
             json_str(&mut b, req.uri.path().as_bytes());
-            for h in ["x-consumer-id", "x-consumer-username", "x-credential-identifier", "x-anonymous-consumer", "x-request-id"] {
+            for h in [
+                "x-consumer-id",
+                "x-consumer-username",
+                "x-credential-identifier",
+                "x-anonymous-consumer",
+                "x-request-id",
+            ] {
                 b.push_str(",\"");
                 b.push_str(h);
                 b.push_str("\":");
@@ -59,7 +69,10 @@ impl ServeHttp for DemoOrigin {
             b.push('}');
             (200, b)
         } else {
-            (401, String::from("{\"detail\":\"missing or wrong shared secret\"}"))
+            (
+                401,
+                String::from("{\"detail\":\"missing or wrong shared secret\"}"),
+            )
         };
         let body = body.into_bytes();
         Response::builder()

@@ -119,7 +119,9 @@ impl Code {
             Code::InvalidApiKey
             | Code::ExpiredApiKey
             | Code::DisabledApiKey
-            | Code::AmbiguousCredentials => Some(r#"Bearer realm="keygate", error="invalid_token""#),
+            | Code::AmbiguousCredentials => {
+                Some(r#"Bearer realm="keygate", error="invalid_token""#)
+            }
             _ => None,
         }
     }
@@ -139,14 +141,22 @@ impl Code {
         b.extend_from_slice(br#"","code":""#);
         b.extend_from_slice(self.as_str().as_bytes());
         b.extend_from_slice(br#"","request_id":""#);
-        b.extend(request_id.iter().filter(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c)));
+        b.extend(
+            request_id
+                .iter()
+                .filter(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c)),
+        );
         b.extend_from_slice(b"\"}");
         b
     }
 }
 
 fn itoa3(n: u16) -> [u8; 3] {
-    [b'0' + (n / 100 % 10) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+    [
+        b'0' + (n / 100 % 10) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]
 }
 
 #[cfg(test)]
@@ -168,7 +178,10 @@ mod tests {
         assert_eq!(Code::Forbidden.status(), 403);
         assert_eq!(Code::UpstreamTimeout.status(), 504);
         assert_eq!(Code::Forbidden.www_authenticate(), None);
-        assert!(Code::ExpiredApiKey.www_authenticate().unwrap().contains("invalid_token"));
+        assert!(Code::ExpiredApiKey
+            .www_authenticate()
+            .unwrap()
+            .contains("invalid_token"));
         let s = String::from_utf8(Code::RouteNotFound.body(b"x\"y")).unwrap();
         assert!(s.ends_with(r#""request_id":"xy"}"#), "{s}");
     }

@@ -26,8 +26,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::logging;
 use crate::auth::{self, AuthOutcome};
+use crate::logging;
 use crate::problem::Code;
 use crate::state::{SharedState, State, IDENTITY_HEADERS};
 use crate::timestamp;
@@ -108,7 +108,12 @@ pub fn new_request_id() -> HeaderValue {
     let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
     let (hi, lo) = (splitmix64(seed), splitmix64(seed ^ n.rotate_left(32) ^ n));
     let mut buf = [0u8; 32];
-    for (i, byte) in hi.to_be_bytes().iter().chain(lo.to_be_bytes().iter()).enumerate() {
+    for (i, byte) in hi
+        .to_be_bytes()
+        .iter()
+        .chain(lo.to_be_bytes().iter())
+        .enumerate()
+    {
         buf[2 * i] = HEX[usize::from(byte >> 4)];
         buf[2 * i + 1] = HEX[usize::from(byte & 0xf)];
     }
@@ -192,7 +197,10 @@ pub fn rewrite_upstream_headers(
         let _ = write!(xff, "{ip}");
         req.insert_header(X_FORWARDED_FOR.clone(), xff)?;
     }
-    req.insert_header(X_FORWARDED_PROTO.clone(), if tls { HTTPS.clone() } else { HTTP.clone() })?;
+    req.insert_header(
+        X_FORWARDED_PROTO.clone(),
+        if tls { HTTPS.clone() } else { HTTP.clone() },
+    )?;
     let host = req
         .uri
         .authority()
@@ -246,7 +254,9 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Res
         resp.insert_header(header::CONNECTION, "close")?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head_only).await?;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }
@@ -284,7 +294,8 @@ impl ProxyHttp for ApiKeyProxy {
             _ => new_request_id(),
         };
         let route = state.route(request_host(req), req.uri.path().as_bytes());
-        let outcome = route.map(|r| auth::authenticate(&state, r, &req.headers, timestamp::now_unix()));
+        let outcome =
+            route.map(|r| auth::authenticate(&state, r, &req.headers, timestamp::now_unix()));
         ctx.route = route;
         ctx.outcome = outcome;
         ctx.state = Some(state);
@@ -297,7 +308,11 @@ impl ProxyHttp for ApiKeyProxy {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let (state, route) = current(ctx)?;
         let upstream = state
             .routes
@@ -308,7 +323,13 @@ impl ProxyHttp for ApiKeyProxy {
     }
 
     /// Connection failures go straight to `fail_to_proxy`: there is one peer per route.
-    fn fail_to_connect(&self, _s: &mut Session, _p: &HttpPeer, _c: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _s: &mut Session,
+        _p: &HttpPeer,
+        _c: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         e.set_retry(false);
         e
     }
@@ -321,9 +342,20 @@ impl ProxyHttp for ApiKeyProxy {
     ) -> Result<()> {
         let (state, route) = current(ctx)?;
         let outcome = ctx.outcome.unwrap_or(AuthOutcome::Anonymous);
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        rewrite_upstream_headers(upstream_request, state, route, &outcome, &ctx.request_id, client_ip, tls)
+        rewrite_upstream_headers(
+            upstream_request,
+            state,
+            route,
+            &outcome,
+            &ctx.request_id,
+            client_ip,
+            tls,
+        )
     }
 
     async fn response_filter(
@@ -335,15 +367,22 @@ impl ProxyHttp for ApiKeyProxy {
         upstream_response.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = match (e.esource(), e.etype()) {
-            (_, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout)
-                if e.esource() == &ErrorSource::Upstream =>
-            {
-                Some(Code::UpstreamTimeout)
-            }
+            (
+                _,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) if e.esource() == &ErrorSource::Upstream => Some(Code::UpstreamTimeout),
             (ErrorSource::Upstream, _) => Some(Code::UpstreamUnavailable),
-            (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => None,
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => None,
             (ErrorSource::Downstream, _) => Some(Code::BadRequest),
             _ => Some(Code::Internal),
         };
@@ -378,9 +417,7 @@ impl ProxyHttp for ApiKeyProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         logging::access(session, e, ctx, status);
     }
 }

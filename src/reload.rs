@@ -27,7 +27,11 @@ pub struct Reloader {
 impl Reloader {
     /// Create a reloader for `config_path`; `running` holds the settings in force.
     pub fn new(config_path: PathBuf, shared: SharedState, running: ServerConfig) -> Self {
-        Reloader { config_path, shared, running }
+        Reloader {
+            config_path,
+            shared,
+            running,
+        }
     }
 
     /// Load the files again and swap the new state in; on failure keep the old one.
@@ -36,7 +40,11 @@ impl Reloader {
         // Loading parses and hashes large files: keep it off the request threads.
         let result = tokio::task::spawn_blocking(move || state::load(&path)).await;
         match result {
-            Ok(Ok(Loaded { config, state, warnings })) => {
+            Ok(Ok(Loaded {
+                config,
+                state,
+                warnings,
+            })) => {
                 for w in &warnings {
                     warn!(target: "keygate::reload", "{w}");
                 }
@@ -68,7 +76,12 @@ pub fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
     if old.listen != new.listen {
         out.push("listen");
     }
-    let tls = |c: &ServerConfig| c.tls_listen.iter().map(|t| (t.address.clone(), t.cert.clone(), t.key.clone())).collect::<Vec<_>>();
+    let tls = |c: &ServerConfig| {
+        c.tls_listen
+            .iter()
+            .map(|t| (t.address.clone(), t.cert.clone(), t.key.clone()))
+            .collect::<Vec<_>>()
+    };
     if tls(old) != tls(new) {
         out.push("tls_listen");
     }

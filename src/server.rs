@@ -65,7 +65,10 @@ pub fn assemble(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Assemble
         let base = config_path.clone().unwrap_or_default();
         let cert = resolve_relative(&base, &t.cert);
         let key = resolve_relative(&base, &t.key);
-        let tls_err = |message: String| ServerError::Tls { address: t.address.clone(), message };
+        let tls_err = |message: String| ServerError::Tls {
+            address: t.address.clone(),
+            message,
+        };
         let (Some(cert), Some(key)) = (cert.to_str(), key.to_str()) else {
             return Err(tls_err("certificate paths must be UTF-8".into()));
         };

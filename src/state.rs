@@ -413,24 +413,40 @@ pub fn build(
 
     // server: validated here so `check` reports it, though only a restart applies it.
     if config.server.listen.is_empty() && config.server.tls_listen.is_empty() {
-        p.add(cfg, "server.listen", "no listener: set `listen` or `tls_listen`");
+        p.add(
+            cfg,
+            "server.listen",
+            "no listener: set `listen` or `tls_listen`",
+        );
     }
     for (i, a) in config.server.listen.iter().enumerate() {
         if a.parse::<SocketAddr>().is_err() {
-            p.add(cfg, format!("server.listen[{i}]"), format!("`{a}` is not an ip:port address"));
+            p.add(
+                cfg,
+                format!("server.listen[{i}]"),
+                format!("`{a}` is not an ip:port address"),
+            );
         }
     }
     for (i, t) in config.server.tls_listen.iter().enumerate() {
         let f = format!("server.tls_listen[{i}]");
         if t.address.parse::<SocketAddr>().is_err() {
-            p.add(cfg, format!("{f}.address"), format!("`{}` is not an ip:port address", t.address));
+            p.add(
+                cfg,
+                format!("{f}.address"),
+                format!("`{}` is not an ip:port address", t.address),
+            );
         }
         let cert = resolve_relative(cfg, &t.cert);
         let key = resolve_relative(cfg, &t.key);
         match (cert.to_str(), key.to_str()) {
             (Some(c), Some(k)) => match pingora::tls::load_certs_and_key_files(c, k) {
                 Ok(Some(_)) => {}
-                Ok(None) => p.add(cfg, &f, format!("no certificate in {c} or no private key in {k}")),
+                Ok(None) => p.add(
+                    cfg,
+                    &f,
+                    format!("no certificate in {c} or no private key in {k}"),
+                ),
                 Err(e) => p.add(cfg, &f, format!("cannot load {c} / {k}: {e}")),
             },
             _ => p.add(cfg, &f, "paths must be UTF-8"),
@@ -441,23 +457,39 @@ pub fn build(
     }
     let ml = &config.server.metrics_listen;
     if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
-        p.add(cfg, "server.metrics_listen", format!("`{ml}` is not an ip:port address (or empty to disable)"));
+        p.add(
+            cfg,
+            "server.metrics_listen",
+            format!("`{ml}` is not an ip:port address (or empty to disable)"),
+        );
     }
 
     // secret
     let secret_header = HeaderName::from_bytes(config.secret.header.as_bytes()).ok();
     if secret_header.is_none() {
-        p.add(cfg, "secret.header", format!("`{}` is not a valid header name", config.secret.header));
+        p.add(
+            cfg,
+            "secret.header",
+            format!("`{}` is not a valid header name", config.secret.header),
+        );
     }
-    let secret_value = HeaderValue::from_bytes(secret).ok().filter(|_| {
-        secret.iter().all(|b| b.is_ascii_graphic())
-    });
+    let secret_value = HeaderValue::from_bytes(secret)
+        .ok()
+        .filter(|_| secret.iter().all(|b| b.is_ascii_graphic()));
     if secret_value.is_none() {
-        p.add(cfg, "secret", "the secret must be printable ASCII without spaces");
+        p.add(
+            cfg,
+            "secret",
+            "the secret must be printable ASCII without spaces",
+        );
     }
     if let Some(h) = &secret_header {
         if IDENTITY_HEADERS.contains(&h.as_str()) {
-            p.add(cfg, "secret.header", "must not be one of keygate's identity headers");
+            p.add(
+                cfg,
+                "secret.header",
+                "must not be one of keygate's identity headers",
+            );
         }
     }
 
@@ -465,7 +497,11 @@ pub fn build(
     let mut sources = Vec::new();
     let mut seen_headers = HashSet::new();
     if config.auth.sources.is_empty() {
-        p.add(cfg, "auth.sources", "at least one credential source is needed");
+        p.add(
+            cfg,
+            "auth.sources",
+            "at least one credential source is needed",
+        );
     }
     for (i, s) in config.auth.sources.iter().enumerate() {
         let f = format!("auth.sources[{i}].header");
@@ -475,11 +511,24 @@ pub fn build(
                     p.add(cfg, &f, format!("`{}` is listed twice", s.header));
                 }
                 if Some(&h) == secret_header.as_ref() || IDENTITY_HEADERS.contains(&h.as_str()) {
-                    p.add(cfg, &f, "must not be the secret header or an identity header");
+                    p.add(
+                        cfg,
+                        &f,
+                        "must not be the secret header or an identity header",
+                    );
                 }
                 let scheme = match &s.scheme {
-                    Some(sc) if sc.is_empty() || !sc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) => {
-                        p.add(cfg, format!("auth.sources[{i}].scheme"), format!("`{sc}` is not a valid auth scheme"));
+                    Some(sc)
+                        if sc.is_empty()
+                            || !sc
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) =>
+                    {
+                        p.add(
+                            cfg,
+                            format!("auth.sources[{i}].scheme"),
+                            format!("`{sc}` is not a valid auth scheme"),
+                        );
                         None
                     }
                     Some(sc) => Some(sc.as_bytes().to_vec().into_boxed_slice()),
@@ -487,7 +536,11 @@ pub fn build(
                 };
                 sources.push(Source { header: h, scheme });
             }
-            Err(_) => p.add(cfg, &f, format!("`{}` is not a valid header name", s.header)),
+            Err(_) => p.add(
+                cfg,
+                &f,
+                format!("`{}` is not a valid header name", s.header),
+            ),
         }
     }
 
@@ -500,17 +553,29 @@ pub fn build(
             p.add(cfg, &f, "names may contain only A-Z a-z 0-9 . _ -");
         }
         let Some((host, port)) = split_host_port(&u.address) else {
-            p.add(cfg, format!("{f}.address"), format!("`{}` is not host:port", u.address));
+            p.add(
+                cfg,
+                format!("{f}.address"),
+                format!("`{}` is not host:port", u.address),
+            );
             continue;
         };
         let addr = match (host, port).to_socket_addrs().map(|mut a| a.next()) {
             Ok(Some(a)) => a,
             Ok(None) | Err(_) => {
-                p.add(cfg, format!("{f}.address"), format!("cannot resolve `{host}`"));
+                p.add(
+                    cfg,
+                    format!("{f}.address"),
+                    format!("cannot resolve `{host}`"),
+                );
                 continue;
             }
         };
-        let sni = if u.sni.is_empty() { host.to_string() } else { u.sni.clone() };
+        let sni = if u.sni.is_empty() {
+            host.to_string()
+        } else {
+            u.sni.clone()
+        };
         let mut peer = HttpPeer::new(addr, u.tls, sni);
         let o = &mut peer.options;
         o.connection_timeout = Some(Duration::from_millis(u.connect_timeout_ms));
@@ -523,7 +588,11 @@ pub fn build(
         }
         if let Some(ca) = &u.ca_file {
             if !u.tls {
-                p.add(cfg, format!("{f}.ca_file"), "only meaningful with `tls: true`");
+                p.add(
+                    cfg,
+                    format!("{f}.ca_file"),
+                    "only meaningful with `tls: true`",
+                );
             }
             match load_ca(&resolve_relative(cfg, ca)) {
                 Ok(certs) => o.ca = Some(Arc::from(certs.into_boxed_slice())),
@@ -534,7 +603,11 @@ pub fn build(
             Some(h) => match HeaderValue::from_str(h) {
                 Ok(v) if !h.is_empty() => Some(v),
                 _ => {
-                    p.add(cfg, format!("{f}.host_header"), format!("`{h}` is not a valid Host"));
+                    p.add(
+                        cfg,
+                        format!("{f}.host_header"),
+                        format!("`{h}` is not a valid Host"),
+                    );
                     None
                 }
             },
@@ -557,24 +630,45 @@ pub fn build(
     for (i, r) in config.routes.iter().enumerate() {
         let f = format!("routes[{i}]");
         if !valid_id(&r.name) {
-            p.add(cfg, format!("{f}.name"), "names may contain only A-Z a-z 0-9 . _ -");
+            p.add(
+                cfg,
+                format!("{f}.name"),
+                "names may contain only A-Z a-z 0-9 . _ -",
+            );
         }
         if route_index.insert(r.name.as_str(), i).is_some() {
-            p.add(cfg, format!("{f}.name"), format!("route `{}` is defined twice", r.name));
+            p.add(
+                cfg,
+                format!("{f}.name"),
+                format!("route `{}` is defined twice", r.name),
+            );
         }
         if !r.path_prefix.starts_with('/') {
             p.add(cfg, format!("{f}.path_prefix"), "must start with `/`");
         }
         if let Some(h) = &r.host {
-            if h.is_empty() || h.contains(':') || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b)) {
-                p.add(cfg, format!("{f}.host"), format!("`{h}` is not a host name (no port, no scheme)"));
+            if h.is_empty()
+                || h.contains(':')
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b))
+            {
+                p.add(
+                    cfg,
+                    format!("{f}.host"),
+                    format!("`{h}` is not a host name (no port, no scheme)"),
+                );
             }
         }
         let upstream = match upstream_index.get(r.upstream.as_str()) {
             Some(&u) => u,
             None => {
                 if !config.upstreams.contains_key(&r.upstream) {
-                    p.add(cfg, format!("{f}.upstream"), format!("unknown upstream `{}`", r.upstream));
+                    p.add(
+                        cfg,
+                        format!("{f}.upstream"),
+                        format!("unknown upstream `{}`", r.upstream),
+                    );
                 }
                 0
             }
@@ -601,10 +695,18 @@ pub fn build(
     for (ci, c) in keys.consumers.iter().enumerate() {
         let f = format!("consumers[{ci}]");
         if !valid_id(&c.id) {
-            p.add(kp, format!("{f}.id"), "ids may contain only A-Z a-z 0-9 . _ - (at most 128)");
+            p.add(
+                kp,
+                format!("{f}.id"),
+                "ids may contain only A-Z a-z 0-9 . _ - (at most 128)",
+            );
         }
         if !consumer_ids.insert(c.id.as_str()) {
-            p.add(kp, format!("{f}.id"), format!("consumer `{}` is defined twice", c.id));
+            p.add(
+                kp,
+                format!("{f}.id"),
+                format!("consumer `{}` is defined twice", c.id),
+            );
         }
         let name_header = match &c.name {
             Some(n) => match HeaderValue::from_str(n) {
@@ -621,7 +723,11 @@ pub fn build(
             for (ri, n) in names.iter().enumerate() {
                 match route_index.get(n.as_str()) {
                     Some(&idx) => allowed[idx] = true,
-                    None => p.add(kp, format!("{f}.routes[{ri}]"), format!("unknown route `{n}`")),
+                    None => p.add(
+                        kp,
+                        format!("{f}.routes[{ri}]"),
+                        format!("unknown route `{n}`"),
+                    ),
                 }
             }
             allowed
@@ -630,33 +736,53 @@ pub fn build(
         for (ki, k) in c.keys.iter().enumerate() {
             let kf = format!("{f}.keys[{ki}]");
             if !valid_id(&k.id) {
-                p.add(kp, format!("{kf}.id"), "ids may contain only A-Z a-z 0-9 . _ - (at most 128)");
+                p.add(
+                    kp,
+                    format!("{kf}.id"),
+                    "ids may contain only A-Z a-z 0-9 . _ - (at most 128)",
+                );
                 continue;
             }
             if key_ids.insert(k.id.as_str(), ()).is_some() {
-                p.add(kp, format!("{kf}.id"), format!("key id `{}` is used twice", k.id));
+                p.add(
+                    kp,
+                    format!("{kf}.id"),
+                    format!("key id `{}` is used twice", k.id),
+                );
             }
             let mut digest = [0u8; 32];
             if k.sha256.len() != 64 || hex::decode_to_slice(&k.sha256, &mut digest).is_err() {
-                p.add(kp, format!("{kf}.sha256"), "must be 64 hex characters (the SHA-256 of the key; see `keygate hash`)");
+                p.add(
+                    kp,
+                    format!("{kf}.sha256"),
+                    "must be 64 hex characters (the SHA-256 of the key; see `keygate hash`)",
+                );
                 continue;
             }
             let expires_at = match &k.expires_at {
-                Some(t) => match timestamp::parse_rfc3339(t) {
-                    Some(t) => t,
-                    None => {
-                        p.add(kp, format!("{kf}.expires_at"), format!("`{t}` is not an RFC 3339 date-time such as 2027-01-01T00:00:00Z"));
-                        continue;
+                Some(t) => {
+                    match timestamp::parse_rfc3339(t) {
+                        Some(t) => t,
+                        None => {
+                            p.add(kp, format!("{kf}.expires_at"), format!("`{t}` is not an RFC 3339 date-time such as 2027-01-01T00:00:00Z"));
+                            continue;
+                        }
                     }
-                },
+                }
                 None => i64::MAX,
             };
             let idx = u32::try_from(entries.len()).unwrap_or(u32::MAX);
             if let Some(&other) = slots.get(&prefix(&digest)) {
                 let other: &KeyEntry = &entries[other as usize];
-                let other_id = std::str::from_utf8(&ids[other.id_off as usize..][..usize::from(other.id_len)]).unwrap_or("");
+                let other_id =
+                    std::str::from_utf8(&ids[other.id_off as usize..][..usize::from(other.id_len)])
+                        .unwrap_or("");
                 if other.digest == digest {
-                    p.add(kp, format!("{kf}.sha256"), format!("the same key digest is already used by key `{other_id}`"));
+                    p.add(
+                        kp,
+                        format!("{kf}.sha256"),
+                        format!("the same key digest is already used by key `{other_id}`"),
+                    );
                 } else {
                     p.add(kp, format!("{kf}.sha256"), format!("digest collides with key `{other_id}` in its first 8 bytes; generate a new key"));
                 }
@@ -715,9 +841,15 @@ fn load_ca(path: &PathBuf) -> Result<Vec<WrappedX509>, String> {
     for item in rustls_pemfile::certs(&mut data.as_slice()) {
         let der = item.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
         if x509_parser::parse_x509_certificate(der.as_ref()).is_err() {
-            return Err(format!("{}: a certificate does not parse as X.509", path.display()));
+            return Err(format!(
+                "{}: a certificate does not parse as X.509",
+                path.display()
+            ));
         }
-        out.push(WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509));
+        out.push(WrappedX509::new(
+            der.to_vec(),
+            pingora::utils::tls::parse_x509,
+        ));
     }
     if out.is_empty() {
         return Err(format!("{}: no PEM certificate found", path.display()));
@@ -765,7 +897,13 @@ consumers:
     fn build_from(config: &str, keys: &str) -> Result<State, ConfigError> {
         let c = Config::from_yaml(config, Path::new("keygate.yaml"))?;
         let k = KeysFile::from_yaml(keys, Path::new("keys.yaml"))?;
-        build(&c, Path::new("keygate.yaml"), &k, Path::new("keys.yaml"), b"0123456789abcdef")
+        build(
+            &c,
+            Path::new("keygate.yaml"),
+            &k,
+            Path::new("keys.yaml"),
+            b"0123456789abcdef",
+        )
     }
 
     #[test]
@@ -774,7 +912,14 @@ consumers:
         assert_eq!(s.routes.len(), 3);
         assert_eq!(s.keys.len(), 3);
         let c = s.key_counts(timestamp::now_unix());
-        assert_eq!(c, KeyCounts { active: 1, expired: 1, disabled: 1 });
+        assert_eq!(
+            c,
+            KeyCounts {
+                active: 1,
+                expired: 1,
+                disabled: 1
+            }
+        );
         let (idx, e) = s.keys.lookup(&crate::apikey::digest(b"key-one")).unwrap();
         assert_eq!(s.keys.id(idx), "acme-1");
         assert_eq!(s.keys.id_header(idx).unwrap(), "acme-1");
@@ -797,7 +942,10 @@ consumers:
 
     #[test]
     fn every_problem_is_reported_with_file_and_field() {
-        let config = CONFIG.replace("upstream: origin, auth: none", "upstream: nowhere, auth: none");
+        let config = CONFIG.replace(
+            "upstream: origin, auth: none",
+            "upstream: nowhere, auth: none",
+        );
         let keys = format!(
             "{}  - id: acme\n    keys:\n      - {{ id: acme-1, sha256: \"zz\" }}\n      - {{ id: dup, sha256: \"{}\" }}\n      - {{ id: when, sha256: \"{}\", expires_at: tomorrow }}\n",
             keys_yaml(),
@@ -825,25 +973,56 @@ consumers:
         let keys = "consumers:\n  - id: \"bad id\"\n    routes: [nope]\n    keys: []\n";
         let s = build_from(CONFIG, keys).unwrap_err().to_string();
         assert!(s.contains("consumers[0].id: ids may contain only"), "{s}");
-        assert!(s.contains("consumers[0].routes[0]: unknown route `nope`"), "{s}");
+        assert!(
+            s.contains("consumers[0].routes[0]: unknown route `nope`"),
+            "{s}"
+        );
     }
 
     #[test]
     fn secret_must_be_present_and_printable() {
         let c = Config::from_yaml(CONFIG, Path::new("keygate.yaml")).unwrap();
         let k = KeysFile::default();
-        let err = build(&c, Path::new("keygate.yaml"), &k, Path::new("keys.yaml"), b"has space")
-            .unwrap_err()
-            .to_string();
+        let err = build(
+            &c,
+            Path::new("keygate.yaml"),
+            &k,
+            Path::new("keys.yaml"),
+            b"has space",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("secret"), "{err}");
         assert!(!err.contains("has space"), "secret leaked: {err}");
-        let sc = SecretConfig { header: "x-shared-secret".into(), env: Some("KG_SURELY_UNSET_VAR".into()), file: None };
-        let err = read_secret(&sc, Path::new("keygate.yaml")).unwrap_err().to_string();
-        assert!(err.contains("secret.env: environment variable KG_SURELY_UNSET_VAR is not set"), "{err}");
-        let sc = SecretConfig { header: "x".into(), env: None, file: Some("/nonexistent/secret".into()) };
-        let err = read_secret(&sc, Path::new("keygate.yaml")).unwrap_err().to_string();
-        assert!(err.contains("secret.file: cannot read secret file /nonexistent/secret"), "{err}");
-        let sc = SecretConfig { header: "x".into(), env: Some("A".into()), file: Some("b".into()) };
+        let sc = SecretConfig {
+            header: "x-shared-secret".into(),
+            env: Some("KG_SURELY_UNSET_VAR".into()),
+            file: None,
+        };
+        let err = read_secret(&sc, Path::new("keygate.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("secret.env: environment variable KG_SURELY_UNSET_VAR is not set"),
+            "{err}"
+        );
+        let sc = SecretConfig {
+            header: "x".into(),
+            env: None,
+            file: Some("/nonexistent/secret".into()),
+        };
+        let err = read_secret(&sc, Path::new("keygate.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("secret.file: cannot read secret file /nonexistent/secret"),
+            "{err}"
+        );
+        let sc = SecretConfig {
+            header: "x".into(),
+            env: Some("A".into()),
+            file: Some("b".into()),
+        };
         assert!(read_secret(&sc, Path::new("k")).is_err());
     }
 

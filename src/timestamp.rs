@@ -60,7 +60,20 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let (y, mo, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
     let (h, mi, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
-    let mdays = [31, if is_leap(y) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let mdays = [
+        31,
+        if is_leap(y) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&mo) || d < 1 || d > mdays[(mo - 1) as usize] {
         return None;
     }
@@ -122,8 +135,14 @@ mod tests {
     fn parses_utc_and_offsets() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2027-01-01T00:00:00Z"), Some(1_798_761_600));
-        assert_eq!(parse_rfc3339("2027-01-01T02:00:00+02:00"), Some(1_798_761_600));
-        assert_eq!(parse_rfc3339("2026-12-31T23:00:00.5-01:00"), Some(1_798_761_600));
+        assert_eq!(
+            parse_rfc3339("2027-01-01T02:00:00+02:00"),
+            Some(1_798_761_600)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-31T23:00:00.5-01:00"),
+            Some(1_798_761_600)
+        );
         assert_eq!(parse_rfc3339("2024-02-29T12:00:00Z"), Some(1_709_208_000));
     }
 

@@ -1,1 +1,10 @@
-//! Integration tests.
+//! Integration tests: the real keygate binary on loopback in front of a real origin.
+
+// Servers, client and certificates shared by every test.
+mod harness;
+// Authentication outcomes and what the origin receives.
+mod auth;
+// Upstream failures, TLS to the origin, TLS listeners.
+mod upstream;
+// The command line: check, keygen/hash, refusing to start, demo.
+mod cli;

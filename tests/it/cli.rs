@@ -1,0 +1,252 @@
+//! The command line, run as operators run it.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::harness::*;
+
+#[test]
+fn check_accepts_a_good_config_and_summarises_it() {
+    let dir = TestDir::new();
+    let k = keys();
+    let cfg = dir.write(
+        "keygate.yaml",
+        &config("127.0.0.1:9".parse().unwrap()).replace("{listen}", "127.0.0.1:1"),
+    );
+    dir.write("keys.yaml", &k.yaml);
+    let out = keygate()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("KEYGATE_SHARED_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "ok: 4 routes, 1 upstreams, 3 consumers, keys: 3 active, 1 expired, 2 disabled"
+        ),
+        "{stdout}"
+    );
+    // -t is the same as check.
+    let out = keygate()
+        .args(["-t", "-c"])
+        .arg(&cfg)
+        .env("KEYGATE_SHARED_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn check_names_file_line_and_field() {
+    let dir = TestDir::new();
+    let k = keys();
+    let cfg = dir.write(
+        "keygate.yaml",
+        &config("127.0.0.1:9".parse().unwrap())
+            .replace("{listen}", "127.0.0.1:1")
+            .replace("auth: optional", "auth: optional, strip: true"),
+    );
+    dir.write("keys.yaml", &k.yaml);
+    let out = keygate()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("KEYGATE_SHARED_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keygate.yaml:14:"), "{err}");
+    assert!(err.contains("routes[1]: unknown field `strip`"), "{err}");
+
+    // Semantic problems in the keys file are all reported, by field.
+    let cfg = dir.write(
+        "keygate.yaml",
+        &config("127.0.0.1:9".parse().unwrap()).replace("{listen}", "127.0.0.1:1"),
+    );
+    dir.write(
+        "keys.yaml",
+        &format!("{}  - id: acme\n    routes: [nope]\n    keys: []\n", k.yaml),
+    );
+    let out = keygate()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("KEYGATE_SHARED_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("keys.yaml: consumers[3].id: consumer `acme` is defined twice"),
+        "{err}"
+    );
+    assert!(
+        err.contains("keys.yaml: consumers[3].routes[0]: unknown route `nope`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_secret_refuses_to_start() {
+    let dir = TestDir::new();
+    let k = keys();
+    let cfg = dir.write(
+        "keygate.yaml",
+        &config("127.0.0.1:9".parse().unwrap())
+            .replace("{listen}", &format!("127.0.0.1:{}", free_port())),
+    );
+    dir.write("keys.yaml", &k.yaml);
+    let out = keygate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to start"), "{err}");
+    assert!(
+        err.contains("secret.env: environment variable KEYGATE_SHARED_SECRET is not set"),
+        "{err}"
+    );
+    let out = keygate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("KEYGATE_SHARED_SECRET", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is empty"));
+}
+
+#[test]
+fn secret_from_file_with_trailing_newline() {
+    let dir = TestDir::new();
+    let origin = Origin::start();
+    let k = keys();
+    dir.write("secret", &format!("{SECRET}\n"));
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let cfg = config(origin.addr)
+        .replace("{listen}", &addr.to_string())
+        .replace("env: KEYGATE_SHARED_SECRET", "file: secret");
+    let cfg = dir.write("keygate.yaml", &cfg);
+    dir.write("keys.yaml", &k.yaml);
+    let gw = Gateway::spawn(&dir, cfg, addr, &[]);
+    assert_eq!(
+        get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]).status(),
+        200
+    );
+    assert_eq!(origin.last().all("x-shared-secret"), [SECRET]);
+}
+
+fn run_with_stdin(args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child = keygate()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn keygen_output_round_trips_through_hash_and_the_gateway() {
+    let (ok, out, err) = run_with_stdin(
+        &["keygen", "--consumer", "newco", "--key-id", "newco-1"],
+        "",
+    );
+    assert!(ok, "{err}");
+    let key = out
+        .lines()
+        .find(|l| l.starts_with("kg_"))
+        .expect("a key line")
+        .to_string();
+    assert_eq!(key.len(), keygate::apikey::KEY_LEN);
+    let entry = out
+        .split("then reload keygate:\n")
+        .nth(1)
+        .expect("a YAML entry");
+
+    let (ok, digest, _) = run_with_stdin(&["hash"], &format!("{key}\n"));
+    assert!(ok);
+    let digest = digest.trim();
+    assert!(entry.contains(digest), "{entry} vs {digest}");
+
+    // Paste the entry into a keys file: the key works end to end.
+    let dir = TestDir::new();
+    let origin = Origin::start();
+    let keys = format!("consumers:\n  - id: newco\n    keys:\n{entry}");
+    let gw = Gateway::start(&dir, &config(origin.addr), &keys);
+    let r = get(
+        gw.addr,
+        "/v1",
+        &[("Authorization", &format!("Bearer {key}"))],
+    );
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(
+        origin.last().header("x-credential-identifier").as_deref(),
+        Some("newco-1")
+    );
+}
+
+#[test]
+fn demo_answers_200_with_the_key_and_401_without() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = TestDir::new();
+    let stdout = dir.path("demo.out");
+    let mut child = keygate()
+        .args(["demo", "--listen", &listen])
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = listen.parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut key = None;
+    while std::time::Instant::now() < deadline {
+        let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+        key = text
+            .split_whitespace()
+            .find(|w| w.starts_with("kg_") && w.len() == keygate::apikey::KEY_LEN)
+            .map(str::to_string);
+        if key.is_some() && std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let key = key.expect("the demo printed a key");
+    let ok = get(
+        addr,
+        "/hello",
+        &[("Authorization", &format!("Bearer {key}"))],
+    );
+    let denied = get(addr, "/hello", &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(ok.status(), 200, "{}", ok.text());
+    assert!(
+        ok.text().contains("\"x-consumer-id\":\"demo\""),
+        "{}",
+        ok.text()
+    );
+    assert_eq!(denied.status(), 401);
+    assert!(denied.text().contains("missing_api_key"));
+}
