@@ -426,8 +426,6 @@ fn serve(conn: Box<dyn Conn>, reqs: &Mutex<Vec<Message>>, mode: OriginMode) {
 pub struct Gateway {
     /// The plain-HTTP listener.
     pub addr: SocketAddr,
-    /// The config file.
-    pub config: PathBuf,
     child: Child,
     stderr: PathBuf,
 }
@@ -592,4 +590,28 @@ consumers:
         d("offconsumer"),
     );
     Keys { plain, yaml }
+}
+
+impl Gateway {
+    /// Send SIGHUP (reload) to the gateway.
+    pub fn sighup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP failed");
+    }
+
+    /// Poll until the log contains `needle` `n` times, or panic after the deadline.
+    pub fn wait_log(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + READY_DEADLINE;
+        while Instant::now() < deadline {
+            if self.log().matches(needle).count() >= n {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("log never had {n}× {needle:?}:\n{}", self.log());
+    }
 }

@@ -8,3 +8,5 @@ mod auth;
 mod upstream;
 // The command line: check, keygen/hash, refusing to start, demo.
 mod cli;
+// SIGHUP reload: keys change live, broken files keep the old state.
+mod reload;
