@@ -250,3 +250,53 @@ fn demo_answers_200_with_the_key_and_401_without() {
     assert_eq!(denied.status(), 401);
     assert!(denied.text().contains("missing_api_key"));
 }
+
+#[test]
+fn shipped_example_config_checks_ok() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/keygate.yaml");
+    let out = keygate()
+        .args(["check", "--config", cfg])
+        .env("KEYGATE_SHARED_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: 1 routes, 1 upstreams, 1 consumers"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let dir = TestDir::new();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/keygate.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/keygate run --config /etc/keygate/keygate.yaml")
+    );
+    assert!(unit.contains("ExecStartPre=/usr/local/bin/keygate check"));
+    assert!(unit.contains("LoadCredential=shared-secret:"));
+    // verify checks that executables exist: point it at the binary under test.
+    let path = dir.write(
+        "keygate.service",
+        &unit.replace("/usr/local/bin/keygate", keygate_bin()),
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}

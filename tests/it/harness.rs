@@ -475,7 +475,6 @@ impl Gateway {
             .unwrap();
         let mut g = Gateway {
             addr,
-            config,
             child,
             stderr,
         };
