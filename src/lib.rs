@@ -12,6 +12,7 @@
 //! - [`proxy`]: the Pingora `ProxyHttp` phases;
 //! - [`problem`]: the problem documents keygate answers with;
 //! - [`logging`]: the leak-proof logger and the access log;
+//! - [`metrics`]: Prometheus metrics and the `/metrics` listener;
 //! - [`reload`]: SIGHUP reload;
 //! - [`server`]: wiring into a Pingora server;
 //! - [`cli`], [`demo`], [`origin`]: the command line and the demo;
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod logging;
+pub mod metrics;
 pub mod origin;
 pub mod problem;
 pub mod proxy;

@@ -28,6 +28,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::auth::{self, AuthOutcome};
 use crate::logging;
+use crate::metrics;
 use crate::problem::Code;
 use crate::state::{SharedState, State, IDENTITY_HEADERS};
 use crate::timestamp;
@@ -296,6 +297,11 @@ impl ProxyHttp for ApiKeyProxy {
         let route = state.route(request_host(req), req.uri.path().as_bytes());
         let outcome =
             route.map(|r| auth::authenticate(&state, r, &req.headers, timestamp::now_unix()));
+        if let (Some(r), Some(o)) = (route.and_then(|r| state.routes.get(r)), &outcome) {
+            if r.auth != crate::config::AuthMode::None {
+                state.handles.auth(o);
+            }
+        }
         ctx.route = route;
         ctx.outcome = outcome;
         ctx.state = Some(state);
@@ -358,6 +364,25 @@ impl ProxyHttp for ApiKeyProxy {
         )
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        if (status == 401 || status == 403)
+            && matches!(ctx.outcome, Some(AuthOutcome::Consumer { .. }))
+        {
+            if let Ok((state, route)) = current(ctx) {
+                if let Some(r) = state.routes.get(route) {
+                    state.handles.origin_rejection(r.upstream);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -373,6 +398,15 @@ impl ProxyHttp for ApiKeyProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if e.esource() == &ErrorSource::Upstream {
+            if let Ok((state, route)) = current(ctx) {
+                if let Some(r) = state.routes.get(route) {
+                    state
+                        .handles
+                        .upstream_error(r.upstream, metrics::error_kind(e.etype()));
+                }
+            }
+        }
         let code = match (e.esource(), e.etype()) {
             (
                 _,
@@ -418,6 +452,18 @@ impl ProxyHttp for ApiKeyProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(state) = &ctx.state {
+            let consumer = match ctx.outcome {
+                Some(AuthOutcome::Consumer { consumer, .. }) => Some(consumer),
+                _ => None,
+            };
+            state.handles.request(
+                ctx.route,
+                status,
+                consumer,
+                ctx.start.elapsed().as_secs_f64(),
+            );
+        }
         logging::access(session, e, ctx, status);
     }
 }

@@ -14,6 +14,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::ServerConfig;
+use crate::metrics::Metrics;
 use crate::state::{self, Loaded, SharedState};
 use crate::timestamp;
 
@@ -21,15 +22,22 @@ use crate::timestamp;
 pub struct Reloader {
     config_path: PathBuf,
     shared: SharedState,
+    metrics: Arc<Metrics>,
     running: ServerConfig,
 }
 
 impl Reloader {
     /// Create a reloader for `config_path`; `running` holds the settings in force.
-    pub fn new(config_path: PathBuf, shared: SharedState, running: ServerConfig) -> Self {
+    pub fn new(
+        config_path: PathBuf,
+        shared: SharedState,
+        metrics: Arc<Metrics>,
+        running: ServerConfig,
+    ) -> Self {
         Reloader {
             config_path,
             shared,
+            metrics,
             running,
         }
     }
@@ -42,7 +50,7 @@ impl Reloader {
         match result {
             Ok(Ok(Loaded {
                 config,
-                state,
+                mut state,
                 warnings,
             })) => {
                 for w in &warnings {
@@ -55,14 +63,18 @@ impl Reloader {
                 info!(target: "keygate::reload",
                     "configuration reloaded: routes={} upstreams={} consumers={} keys_active={} keys_expired={} keys_disabled={}",
                     state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled);
+                state.handles = self.metrics.handles_for(&state);
                 self.shared.store(Arc::new(state));
+                self.metrics.load_succeeded(true);
                 true
             }
             Ok(Err(e)) => {
+                self.metrics.reload_failed();
                 warn!(target: "keygate::reload", "configuration reload failed, still serving the previous configuration: {e}");
                 false
             }
             Err(e) => {
+                self.metrics.reload_failed();
                 warn!(target: "keygate::reload", "configuration reload failed, still serving the previous configuration: {e}");
                 false
             }

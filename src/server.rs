@@ -9,6 +9,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 
 use crate::config::{resolve_relative, ServerConfig};
+use crate::metrics::{Metrics, MetricsApp};
 use crate::proxy::ApiKeyProxy;
 use crate::reload::Reloader;
 use crate::state::{Loaded, SharedState};
@@ -16,6 +17,9 @@ use crate::state::{Loaded, SharedState};
 /// Errors while assembling the server (after the configuration was validated).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The metric families could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// A TLS listener could not be set up.
     #[error("TLS listener {address}: {message}")]
     Tls {
@@ -43,12 +47,19 @@ pub struct Assembled {
     pub server: Server,
     /// The state handle the proxy reads (the reloader swaps it).
     pub shared: SharedState,
+    /// The metric families.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Build the server: the proxy on every listener, plus the SIGHUP reloader when the
 /// configuration came from a file.
 pub fn assemble(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Assembled, ServerError> {
-    let Loaded { config, state, .. } = loaded;
+    let Loaded {
+        config, mut state, ..
+    } = loaded;
+    let metrics = Arc::new(Metrics::register(prometheus::Registry::new())?);
+    state.handles = metrics.handles_for(&state);
+    metrics.load_succeeded(false);
     let shared: SharedState = Arc::new(ArcSwap::from_pointee(state));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(&config.server));
     server.bootstrap();
@@ -78,9 +89,21 @@ pub fn assemble(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Assemble
     }
     server.add_service(proxy);
 
+    if !config.server.metrics_listen.is_empty() {
+        let mut service = pingora::services::listening::Service::new(
+            "keygate metrics".to_string(),
+            MetricsApp::new(metrics.clone(), shared.clone()),
+        );
+        service.add_tcp(&config.server.metrics_listen);
+        server.add_service(service);
+    }
     if let Some(path) = config_path {
-        let reloader = Reloader::new(path, shared.clone(), config.server.clone());
+        let reloader = Reloader::new(path, shared.clone(), metrics.clone(), config.server.clone());
         server.add_service(background_service("keygate reloader", reloader));
     }
-    Ok(Assembled { server, shared })
+    Ok(Assembled {
+        server,
+        shared,
+        metrics,
+    })
 }

@@ -25,6 +25,7 @@ use crate::apikey::Digest;
 use crate::config::{
     resolve_relative, AuthMode, Config, ConfigError, KeysFile, Location, Problem, SecretConfig,
 };
+use crate::metrics::Handles;
 use crate::timestamp;
 
 /// The state shared by every request and replaced whole by a reload.
@@ -257,6 +258,8 @@ pub struct State {
     pub secret: Secret,
     /// Credential sources, in order.
     pub sources: Vec<Source>,
+    /// Metric handles for this state's routes, consumers and upstreams.
+    pub handles: Handles,
 }
 
 impl State {
@@ -831,6 +834,7 @@ pub fn build(
         },
         secret: Secret { header, value },
         sources,
+        handles: Handles::default(),
     })
 }
 

@@ -315,6 +315,8 @@ pub enum OriginMode {
     Normal,
     /// Accept and read the request, never answer.
     Hang,
+    /// Answer like `Normal`, after this many milliseconds.
+    SlowMs(u64),
 }
 
 /// A real HTTP origin that records every request and requires the shared secret.
@@ -322,6 +324,7 @@ pub struct Origin {
     /// Where it listens.
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Message>>>,
+    secret: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -336,9 +339,10 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let secret = Arc::new(Mutex::new(SECRET.to_string()));
         let stop = Arc::new(AtomicBool::new(false));
         let tls = pki.map(Pki::server_config);
-        let (reqs, stop2) = (requests.clone(), stop.clone());
+        let (reqs, stop2, secret2) = (requests.clone(), stop.clone(), secret.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if stop2.load(Ordering::Relaxed) {
@@ -347,6 +351,7 @@ impl Origin {
                 let Ok(stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
                 let reqs = reqs.clone();
+                let secret = secret2.clone();
                 let tls = tls.clone();
                 thread::spawn(move || {
                     let conn: Box<dyn Conn> = match tls {
@@ -356,15 +361,21 @@ impl Origin {
                         },
                         None => Box::new(stream),
                     };
-                    serve(conn, &reqs, mode);
+                    serve(conn, &reqs, &secret, mode);
                 });
             }
         });
         Origin {
             addr,
             requests,
+            secret,
             stop,
         }
+    }
+
+    /// Change the secret the origin accepts.
+    pub fn set_secret(&self, secret: &str) {
+        *self.secret.lock().unwrap() = secret.to_string();
     }
 
     /// Every request received so far.
@@ -392,14 +403,23 @@ impl Drop for Origin {
     }
 }
 
-fn serve(conn: Box<dyn Conn>, reqs: &Mutex<Vec<Message>>, mode: OriginMode) {
+fn serve(
+    conn: Box<dyn Conn>,
+    reqs: &Mutex<Vec<Message>>,
+    secret: &Mutex<String>,
+    mode: OriginMode,
+) {
     let mut r = BufReader::new(conn);
     while let Ok(Some(req)) = read_message(&mut r, false) {
-        let ok = req.all("x-shared-secret") == [SECRET];
+        let ok = req.all("x-shared-secret") == [secret.lock().unwrap().clone()];
         reqs.lock().unwrap().push(req.clone());
-        if mode == OriginMode::Hang {
-            thread::sleep(Duration::from_secs(30));
-            return;
+        match mode {
+            OriginMode::Hang => {
+                thread::sleep(Duration::from_secs(30));
+                return;
+            }
+            OriginMode::SlowMs(ms) => thread::sleep(Duration::from_millis(ms)),
+            OriginMode::Normal => {}
         }
         let (status, body) = if ok {
             (
@@ -594,12 +614,7 @@ consumers:
 impl Gateway {
     /// Send SIGHUP (reload) to the gateway.
     pub fn sighup(&self) {
-        let ok = Command::new("kill")
-            .args(["-HUP", &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -HUP failed");
+        self.signal("HUP");
     }
 
     /// Poll until the log contains `needle` `n` times, or panic after the deadline.
@@ -612,5 +627,46 @@ impl Gateway {
             thread::sleep(Duration::from_millis(20));
         }
         panic!("log never had {n}× {needle:?}:\n{}", self.log());
+    }
+}
+
+impl Gateway {
+    /// Send `signal` (e.g. "TERM") to the gateway.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+}
+
+/// Fetch `/metrics` from a metrics listener and return the body.
+pub fn scrape(addr: SocketAddr) -> String {
+    let r = Client::connect(addr).get("/metrics", &[("Host", "metrics")]);
+    assert_eq!(r.status(), 200);
+    r.text()
+}
+
+/// The value of the sample whose line starts with `series` (name plus labels), or 0 when absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Scrape until `series` reaches `value` (metrics are recorded after the response is sent),
+/// then return the exposition; panics with the last scrape after the deadline.
+pub fn scrape_until(addr: SocketAddr, series: &str, value: f64) -> String {
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let text = scrape(addr);
+        if sample(&text, series) == value || Instant::now() > deadline {
+            return text;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }

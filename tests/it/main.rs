@@ -10,3 +10,5 @@ mod upstream;
 mod cli;
 // SIGHUP reload: keys change live, broken files keep the old state.
 mod reload;
+// Prometheus metrics and the health endpoint.
+mod metrics;
