@@ -58,7 +58,11 @@ fn metrics_count_a_known_sequence_and_pass_promtool() {
     origin.set_secret("rotated-at-the-origin-only");
     assert_eq!(get(gw.addr, "/v1", &[("x-api-key", good)]).status(), 401);
 
-    let text = scrape_until(maddr, r#"keygate_requests_total{route="api",status="401"}"#, 3.0);
+    let text = scrape_until(
+        maddr,
+        r#"keygate_requests_total{route="api",status="401"}"#,
+        3.0,
+    );
     let m = |s: &str| sample(&text, s);
     assert_eq!(
         m(r#"keygate_requests_total{route="api",status="200"}"#),
