@@ -468,8 +468,8 @@ mod tests {
         text.lines().find(|l| l.starts_with(prefix))
     }
 
-    #[test]
-    fn records_through_handles_and_encodes() {
+    /// Metrics with one sample recorded into every family.
+    fn exercised() -> (Metrics, Handles) {
         let m = Metrics::register(Registry::new()).unwrap();
         let config = crate::config::Config::from_yaml(
             "secret: { env: X }\nauth: { keys_file: k }\nupstreams: { o: { address: \"127.0.0.1:1\" } }\nroutes: [ { name: api, upstream: o, auth: required } ]\n",
@@ -490,6 +490,13 @@ mod tests {
         )
         .unwrap();
         let h = m.handles_for(&state);
+        m.refresh_keys(&state, 0);
+        (m, h)
+    }
+
+    #[test]
+    fn records_through_handles_and_encodes() {
+        let (m, h) = exercised();
         h.request(Some(0), 200, Some(0), 0.002);
         h.request(Some(0), 200, Some(0), 0.002);
         h.request(None, 404, None, 0.0001);
@@ -524,5 +531,54 @@ mod tests {
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(text.contains("keygate_config_reloads_total{result=\"failure\"} 1"));
         assert!(text.contains("keygate_config_last_reload_successful 0"));
+    }
+
+    #[test]
+    fn grafana_dashboard_queries_only_exported_metrics() {
+        let (m, h) = exercised();
+        h.request(Some(0), 200, Some(0), 0.002);
+        h.upstream_error(0, 0);
+        h.origin_rejection(0);
+        m.load_succeeded(true);
+        let text = String::from_utf8(m.encode()).unwrap();
+        let families: std::collections::HashSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../conf/grafana/keygate.json")).unwrap();
+        assert_eq!(dash["uid"], "keygate");
+        let panels = dash["panels"].as_array().unwrap();
+        let mut used = std::collections::HashSet::new();
+        for p in panels {
+            assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()));
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for tok in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !(tok.starts_with("keygate_") || tok.starts_with("process_")) {
+                        continue;
+                    }
+                    let family = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| tok.strip_suffix(s).filter(|f| families.contains(f)))
+                        .unwrap_or(tok);
+                    assert!(
+                        families.contains(family),
+                        "dashboard queries {tok}, which keygate does not export"
+                    );
+                    used.insert(family.to_string());
+                }
+            }
+        }
+        for needed in [
+            "keygate_requests_total",
+            "keygate_auth_total",
+            "keygate_request_duration_seconds",
+            "keygate_config_reloads_total",
+            "keygate_keys",
+        ] {
+            assert!(used.contains(needed), "dashboard has no panel for {needed}");
+        }
     }
 }

@@ -202,3 +202,24 @@ fn reload_results_are_counted() {
     );
     assert_eq!(sample(&text, "keygate_config_last_reload_successful"), 1.0);
 }
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yaml"],
+        ["test", "rules", "alerts_test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("promtool (Debian package prometheus) is installed");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
