@@ -76,6 +76,13 @@ pub fn check(config: &Path) -> Result<String, ConfigError> {
         c.expired,
         c.disabled
     );
+    if !s.keys.is_empty() {
+        out.push_str(&format!(
+            ", key store {} bytes ({} per key)",
+            s.keys.heap_bytes(),
+            s.keys.heap_bytes() / s.keys.len()
+        ));
+    }
     for w in loaded.warnings {
         out.push_str("\nwarning: ");
         out.push_str(&w);

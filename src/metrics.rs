@@ -113,6 +113,8 @@ pub struct Metrics {
     keys: IntGaugeVec,
     /// `keygate_keys_expiring_soon`: active keys expiring within 7 days.
     keys_expiring: IntGauge,
+    /// `keygate_key_store_bytes`: heap bytes of the key index.
+    key_store_bytes: IntGauge,
 }
 
 fn counter_vec(
@@ -195,6 +197,11 @@ impl Metrics {
             "Active keys that expire within 7 days.",
         )?;
         r.register(Box::new(keys_expiring.clone()))?;
+        let key_store_bytes = IntGauge::new(
+            "keygate_key_store_bytes",
+            "Heap bytes held by the in-memory key index.",
+        )?;
+        r.register(Box::new(key_store_bytes.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new("keygate_build_info", "Build information; always 1."),
             &["version"],
@@ -225,6 +232,7 @@ impl Metrics {
             last_reload_ts,
             keys,
             keys_expiring,
+            key_store_bytes,
         })
     }
 
@@ -308,6 +316,8 @@ impl Metrics {
             })
             .count();
         self.keys_expiring.set(soon as i64);
+        self.key_store_bytes
+            .set(i64::try_from(state.keys.heap_bytes()).unwrap_or(i64::MAX));
     }
 
     /// The exposition in Prometheus text format.
