@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::apikey;
 use crate::config::ConfigError;
-use crate::state;
+use crate::state::{self, valid_id};
 use crate::timestamp;
 
 /// Default configuration path.
@@ -102,13 +102,6 @@ pub enum KeygenError {
     /// The OS random number generator failed.
     #[error("the OS random number generator failed: {0}")]
     Random(getrandom::Error),
-}
-
-fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// A freshly generated key and the text to print for it.

@@ -369,7 +369,12 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
             Err(_) => {}
         }
     }
-    serde_yaml::from_str(text).map_err(|e| {
+    serde_yaml::from_str(text).map_err(|e| yaml_error(e, file))
+}
+
+/// A serde_yaml error as a located problem: file, line/column, field path, message.
+fn yaml_error(e: serde_yaml::Error, file: &Path) -> ConfigError {
+    {
         let line_col = e.location().map(|l| (l.line(), l.column()));
         // serde_yaml prefixes the message with the field path ("routes[0]: ...") and
         // suffixes the position; split those out so the location is uniform.
@@ -386,7 +391,7 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
             },
             message,
         }])
-    })
+    }
 }
 
 fn strip_position(mut msg: String) -> String {
@@ -423,6 +428,131 @@ impl KeysFile {
     /// Read and parse `keys.yaml`.
     pub fn load(path: &Path) -> Result<KeysFile, ConfigError> {
         KeysFile::from_yaml(&read(path)?, path)
+    }
+}
+
+/// Hand each consumer of a keys file to `f` as soon as it is parsed, so a file with a
+/// million keys is never held in memory as a million parsed entries.
+///
+/// Accepts exactly what [`KeysFile::from_yaml`] accepts (JSON fast path included),
+/// with the same located errors.
+pub fn for_each_consumer(
+    text: &str,
+    file: &Path,
+    f: &mut dyn FnMut(usize, &ConsumerConfig),
+) -> Result<(), ConfigError> {
+    let mut delivered = 0usize;
+    if text.trim_start().starts_with('{') {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let result = serde::de::DeserializeSeed::deserialize(
+            stream::KeysSeed {
+                f: &mut *f,
+                delivered: &mut delivered,
+            },
+            &mut de,
+        )
+        .and_then(|()| de.end());
+        match result {
+            Ok(()) => return Ok(()),
+            // Not JSON after all (flow-style YAML): parse it as YAML from the start.
+            Err(e) if e.is_syntax() && delivered == 0 => {}
+            Err(e) => {
+                return Err(ConfigError::Invalid(vec![Problem {
+                    at: Location {
+                        file: file.to_path_buf(),
+                        line_col: Some((e.line(), e.column())),
+                        field: String::new(),
+                    },
+                    message: strip_position(e.to_string()),
+                }]))
+            }
+        }
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(
+        stream::KeysSeed {
+            f,
+            delivered: &mut delivered,
+        },
+        de,
+    )
+    .map_err(|e| yaml_error(e, file))
+}
+
+/// Streaming deserialization of the keys file: `{consumers: [ConsumerConfig, ...]}`.
+mod stream {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+    use super::ConsumerConfig;
+
+    pub(super) struct KeysSeed<'f> {
+        pub(super) f: &'f mut dyn FnMut(usize, &ConsumerConfig),
+        pub(super) delivered: &'f mut usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for KeysSeed<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_struct("KeysFile", &["consumers"], self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeysSeed<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a keys file with a `consumers` list")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = false;
+            while let Some(key) = map.next_key::<String>()? {
+                if key != "consumers" {
+                    return Err(de::Error::unknown_field(&key, &["consumers"]));
+                }
+                if seen {
+                    return Err(de::Error::duplicate_field("consumers"));
+                }
+                seen = true;
+                map.next_value_seed(ConsumersSeed {
+                    f: &mut *self.f,
+                    delivered: &mut *self.delivered,
+                })?;
+            }
+            Ok(())
+        }
+    }
+
+    struct ConsumersSeed<'f> {
+        f: &'f mut dyn FnMut(usize, &ConsumerConfig),
+        delivered: &'f mut usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for ConsumersSeed<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for ConsumersSeed<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of consumers")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(c) = seq.next_element::<ConsumerConfig>()? {
+                (self.f)(*self.delivered, &c);
+                *self.delivered += 1;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -538,5 +668,34 @@ routes:
         // Flow-style YAML that is not JSON still parses.
         let k = KeysFile::from_yaml("{consumers: [{id: a}]}", Path::new("k")).unwrap();
         assert_eq!(k.consumers[0].id, "a");
+    }
+
+    #[test]
+    fn streaming_consumers_match_the_whole_file_parse_and_locate_errors() {
+        let text = "consumers:\n  - id: a\n    keys: [ { id: k1, sha256: x } ]\n  - id: b\n";
+        let mut seen = Vec::new();
+        for_each_consumer(text, Path::new("keys.yaml"), &mut |i, c| {
+            seen.push((i, c.id.clone()))
+        })
+        .unwrap();
+        assert_eq!(seen, [(0, "a".to_string()), (1, "b".to_string())]);
+        let json = r#"{"consumers": [{"id": "a"}, {"id": "b", "keys": []}]}"#;
+        let mut n = 0;
+        for_each_consumer(json, Path::new("keys.json"), &mut |_, _| n += 1).unwrap();
+        assert_eq!(n, 2);
+        for_each_consumer("", Path::new("k"), &mut |_, _| panic!("no consumers")).unwrap();
+        let bad = "consumers:\n  - id: a\n  - id: b\n    keys:\n      - { id: k, sha256: x, color: red }\n";
+        let err = for_each_consumer(bad, Path::new("keys.yaml"), &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keys.yaml:5:"), "{err}");
+        assert!(
+            err.contains("consumers[1].keys[0]: unknown field `color`"),
+            "{err}"
+        );
+        let err = for_each_consumer("consumer: []\n", Path::new("k"), &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `consumer`"), "{err}");
     }
 }

@@ -123,6 +123,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             warnings: Vec::new(),
         },
         None,
+        || {},
     )
     .map_err(|e| setup(&e))?;
 

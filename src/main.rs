@@ -15,6 +15,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EX_USAGE: u8 = 64;
 
+/// Give memory freed by a configuration load back to the OS.
+///
+/// mimalloc returns freed pages lazily, when the freeing thread allocates again; a
+/// loading thread may never do so, and a million-key parse frees hundreds of MiB.
+fn release_memory() {
+    // SAFETY: mi_collect takes no pointers; it only purges the calling thread's heap.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
@@ -32,10 +44,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_USAGE);
                 }
             };
+            release_memory();
             for w in &loaded.warnings {
                 log::warn!("{w}");
             }
-            match server::assemble(loaded, Some(cli.config.clone())) {
+            match server::assemble(loaded, Some(cli.config.clone()), release_memory) {
                 Ok(a) => {
                     log::info!(
                         "keygate {} starting with {}",

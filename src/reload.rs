@@ -24,6 +24,7 @@ pub struct Reloader {
     shared: SharedState,
     metrics: Arc<Metrics>,
     running: ServerConfig,
+    release_memory: fn(),
 }
 
 impl Reloader {
@@ -33,20 +34,29 @@ impl Reloader {
         shared: SharedState,
         metrics: Arc<Metrics>,
         running: ServerConfig,
+        release_memory: fn(),
     ) -> Self {
         Reloader {
             config_path,
             shared,
             metrics,
             running,
+            release_memory,
         }
     }
 
     /// Load the files again and swap the new state in; on failure keep the old one.
     pub async fn reload(&self) -> bool {
         let path = self.config_path.clone();
-        // Loading parses and hashes large files: keep it off the request threads.
-        let result = tokio::task::spawn_blocking(move || state::load(&path)).await;
+        let release = self.release_memory;
+        let started = std::time::Instant::now();
+        // Loading parses large files: keep it off the request threads.
+        let result = tokio::task::spawn_blocking(move || {
+            let loaded = state::load(&path);
+            release();
+            loaded
+        })
+        .await;
         match result {
             Ok(Ok(Loaded {
                 config,
@@ -60,12 +70,19 @@ impl Reloader {
                     warn!(target: "keygate::reload", "server.{field} changed; this setting requires a restart and keeps its running value");
                 }
                 let c = state.key_counts(timestamp::now_unix());
-                info!(target: "keygate::reload",
-                    "configuration reloaded: routes={} upstreams={} consumers={} keys_active={} keys_expired={} keys_disabled={}",
-                    state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled);
+                let summary = format!(
+                    "routes={} upstreams={} consumers={} keys_active={} keys_expired={} keys_disabled={}",
+                    state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled
+                );
                 state.handles = self.metrics.handles_for(&state);
-                self.shared.store(Arc::new(state));
+                let old = self.shared.swap(Arc::new(state));
                 self.metrics.load_succeeded(true);
+                info!(target: "keygate::reload", "configuration reloaded in {} ms: {summary}", started.elapsed().as_millis());
+                // Free the previous state off the async thread once in-flight requests let go.
+                tokio::task::spawn_blocking(move || {
+                    drop(old);
+                    release();
+                });
                 true
             }
             Ok(Err(e)) => {

@@ -53,7 +53,14 @@ pub struct Assembled {
 
 /// Build the server: the proxy on every listener, plus the SIGHUP reloader when the
 /// configuration came from a file.
-pub fn assemble(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Assembled, ServerError> {
+///
+/// `release_memory` is called on the loading thread after each reload, so memory the
+/// parse freed goes back to the OS instead of staying cached by the allocator.
+pub fn assemble(
+    loaded: Loaded,
+    config_path: Option<PathBuf>,
+    release_memory: fn(),
+) -> Result<Assembled, ServerError> {
     let Loaded {
         config, mut state, ..
     } = loaded;
@@ -98,7 +105,13 @@ pub fn assemble(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Assemble
         server.add_service(service);
     }
     if let Some(path) = config_path {
-        let reloader = Reloader::new(path, shared.clone(), metrics.clone(), config.server.clone());
+        let reloader = Reloader::new(
+            path,
+            shared.clone(),
+            metrics.clone(),
+            config.server.clone(),
+            release_memory,
+        );
         server.add_service(background_service("keygate reloader", reloader));
     }
     Ok(Assembled {

@@ -23,7 +23,8 @@ use subtle::ConstantTimeEq;
 
 use crate::apikey::Digest;
 use crate::config::{
-    resolve_relative, AuthMode, Config, ConfigError, KeysFile, Location, Problem, SecretConfig,
+    resolve_relative, AuthMode, Config, ConfigError, ConsumerConfig, KeysFile, Location, Problem,
+    SecretConfig,
 };
 use crate::metrics::Handles;
 use crate::timestamp;
@@ -179,24 +180,33 @@ impl Hasher for IdHasher {
 
 /// Decode 64 hex characters (either case) into a digest; false when malformed.
 pub fn decode_digest(hex: &[u8], out: &mut Digest) -> bool {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
+    /// Nibble value of each byte; 0xff for non-hex.
+    const NIBBLE: [u8; 256] = {
+        let mut t = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
         }
-    }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
     if hex.len() != 64 {
         return false;
     }
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        match (nibble(pair[0]), nibble(pair[1])) {
-            (Some(hi), Some(lo)) => *o = (hi << 4) | lo,
-            _ => return false,
-        }
+        let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
     }
-    true
+    // Valid nibbles are < 16, so any 0xff shows in the high bits.
+    bad & 0xf0 == 0
 }
 
 fn prefix(d: &Digest) -> u64 {
@@ -205,10 +215,80 @@ fn prefix(d: &Digest) -> u64 {
     u64::from_le_bytes(p)
 }
 
-/// The key store: O(1) lookup by digest, compact (about 100 bytes per key).
+/// An open-addressing table of entry indices, probed by the digest's first 8 bytes.
+///
+/// Four bytes per slot and at most half full: a million keys take 8 MiB here, against
+/// 34 MiB for a `HashMap<u64, u32>`. SHA-256 output is uniform, so the prefix is the hash.
+#[derive(Debug, Default)]
+struct DigestTable {
+    slots: Vec<u32>,
+    len: usize,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+impl DigestTable {
+    fn with_capacity(n: usize) -> Self {
+        let size = (n.max(4) * 2).next_power_of_two();
+        DigestTable {
+            slots: vec![EMPTY; size],
+            len: 0,
+        }
+    }
+
+    /// The index of the entry whose digest starts like `d`, if any.
+    fn find(&self, entries: &[KeyEntry], d: &Digest) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let want = prefix(d);
+        let mut i = want as usize & mask;
+        loop {
+            let idx = self.slots[i];
+            if idx == EMPTY {
+                return None;
+            }
+            if entries
+                .get(idx as usize)
+                .is_some_and(|e| prefix(&e.digest) == want)
+            {
+                return Some(idx);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Insert entry `idx` (whose prefix is not in the table yet), growing at half load.
+    fn insert(&mut self, entries: &[KeyEntry], idx: u32) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let mut bigger = DigestTable::with_capacity(self.slots.len().max(4));
+            for &old in self.slots.iter().filter(|&&i| i != EMPTY) {
+                bigger.place(entries, old);
+            }
+            *self = DigestTable {
+                len: self.len,
+                ..bigger
+            };
+        }
+        self.place(entries, idx);
+        self.len += 1;
+    }
+
+    fn place(&mut self, entries: &[KeyEntry], idx: u32) {
+        let mask = self.slots.len() - 1;
+        let mut i = entries.get(idx as usize).map_or(0, |e| prefix(&e.digest)) as usize & mask;
+        while self.slots[i] != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = idx;
+    }
+}
+
+/// The key store: O(1) lookup by digest, compact (about 70 bytes per key).
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    slots: HashMap<u64, u32, BuildHasherDefault<PrefixHasher>>,
+    table: DigestTable,
     entries: Vec<KeyEntry>,
     ids: Bytes,
 }
@@ -216,7 +296,9 @@ pub struct KeyIndex {
 impl KeyIndex {
     /// Find the key whose digest equals `d`; the final comparison is constant-time.
     pub fn lookup(&self, d: &Digest) -> Option<(u32, &KeyEntry)> {
-        let idx = *self.slots.get(&prefix(d))?;
+        // Probing compares 8-byte prefixes, which an attacker cannot steer (they would need
+        // SHA-256 preimages); the full digest is then confirmed in constant time.
+        let idx = self.table.find(&self.entries, d)?;
         let entry = self.entries.get(idx as usize)?;
         bool::from(entry.digest.ct_eq(d)).then_some((idx, entry))
     }
@@ -255,10 +337,9 @@ impl KeyIndex {
         &self.entries
     }
 
-    /// Heap bytes held by the index: hash slots (with control bytes), entries and ids.
+    /// Heap bytes held by the index: table slots, entries and ids.
     pub fn heap_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(u64, u32)>() + 1;
-        self.slots.capacity() * 8 / 7 * slot
+        self.table.slots.capacity() * std::mem::size_of::<u32>()
             + self.entries.capacity() * std::mem::size_of::<KeyEntry>()
             + self.ids.len()
     }
@@ -358,7 +439,7 @@ pub struct Loaded {
 pub fn load(config_path: &Path) -> Result<Loaded, ConfigError> {
     let config = Config::load(config_path)?;
     let keys_path = resolve_relative(config_path, &config.auth.keys_file);
-    let keys = KeysFile::load(&keys_path)?;
+    let keys_text = crate::config::read(&keys_path)?;
     let secret = read_secret(&config.secret, config_path)?;
     let mut warnings = Vec::new();
     if secret.len() < 16 {
@@ -367,7 +448,16 @@ pub fn load(config_path: &Path) -> Result<Loaded, ConfigError> {
             secret.len()
         ));
     }
-    let state = build(&config, config_path, &keys, &keys_path, secret.as_bytes())?;
+    // About 90 bytes of YAML or JSON per key: reserve once instead of growing a million times.
+    let capacity = keys_text.len() / 90;
+    let state = build_with(
+        &config,
+        config_path,
+        &keys_path,
+        secret.as_bytes(),
+        capacity,
+        |add| crate::config::for_each_consumer(&keys_text, &keys_path, add),
+    )?;
     Ok(Loaded {
         config,
         state,
@@ -438,11 +528,19 @@ impl Problems {
     }
 }
 
-fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+/// Whether `s` is a valid id: 1–128 of `[A-Za-z0-9._-]`.
+pub fn valid_id(s: &str) -> bool {
+    const OK: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let c = i as u8;
+            t[i] = c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-';
+            i += 1;
+        }
+        t
+    };
+    !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| OK[usize::from(b)])
 }
 
 /// Split `host:port` / `[v6]:port` into host and port.
@@ -465,6 +563,28 @@ pub fn build(
     keys: &KeysFile,
     keys_path: &Path,
     secret: &[u8],
+) -> Result<State, ConfigError> {
+    let capacity = keys.consumers.iter().map(|c| c.keys.len()).sum();
+    build_with(config, config_path, keys_path, secret, capacity, |add| {
+        for (ci, c) in keys.consumers.iter().enumerate() {
+            add(ci, c);
+        }
+        Ok(())
+    })
+}
+
+/// Something that hands consumers to the state builder one at a time.
+type Feed<'f> = &'f mut dyn FnMut(usize, &ConsumerConfig);
+
+/// Build the state, taking consumers from `feed` (a parsed file or a streaming parser).
+/// `key_capacity` is a hint for how many keys to expect.
+fn build_with(
+    config: &Config,
+    config_path: &Path,
+    keys_path: &Path,
+    secret: &[u8],
+    key_capacity: usize,
+    feed: impl FnOnce(Feed<'_>) -> Result<(), ConfigError>,
 ) -> Result<State, ConfigError> {
     let mut p = Problems { list: Vec::new() };
     let cfg = config_path;
@@ -740,30 +860,95 @@ pub fn build(
         });
     }
 
-    // consumers and keys
-    let kp = keys_path;
-    let mut consumers = Vec::new();
-    let mut consumer_ids = HashSet::new();
-    let total_keys: usize = keys.consumers.iter().map(|c| c.keys.len()).sum();
-    let mut key_ids: HashSet<&str, BuildHasherDefault<IdHasher>> =
-        HashSet::with_capacity_and_hasher(total_keys, Default::default());
-    let mut entries = Vec::with_capacity(total_keys);
-    let mut slots: HashMap<u64, u32, BuildHasherDefault<PrefixHasher>> =
-        HashMap::with_capacity_and_hasher(total_keys, Default::default());
-    let mut ids = Vec::new();
-    for (ci, c) in keys.consumers.iter().enumerate() {
-        let f = format!("consumers[{ci}]");
+    // consumers and keys, streamed one consumer at a time
+    let mut keys = KeysBuilder::new(keys_path, &route_index, config.routes.len(), key_capacity);
+    if let Err(e) = feed(&mut |ci, c| keys.add(ci, c)) {
+        match e {
+            ConfigError::Invalid(list) => p.list.extend(list),
+            read => return Err(read),
+        }
+    }
+    let (consumers, index, problems) = keys.finish();
+    p.list.extend(problems.list);
+
+    if !p.list.is_empty() {
+        return Err(ConfigError::Invalid(p.list));
+    }
+    let (Some(header), Some(mut value)) = (secret_header, secret_value) else {
+        return Err(ConfigError::one(cfg, "secret", "invalid secret"));
+    };
+    value.set_sensitive(true);
+    Ok(State {
+        routes,
+        upstreams,
+        consumers,
+        keys: index,
+        secret: Secret { header, value },
+        sources,
+        handles: Handles::default(),
+    })
+}
+
+/// A 128-bit hash of a key id, for duplicate detection without keeping a million strings.
+/// Two different ids colliding is a 2^-128 event; no adversary writes the keys file.
+fn id_hash(id: &[u8]) -> u128 {
+    let mut a = IdHasher(0);
+    a.write(id);
+    let mut b = IdHasher(0x9e37_79b9_7f4a_7c15);
+    b.write(id);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// Builds consumers and the key index one consumer at a time, collecting problems.
+struct KeysBuilder<'a> {
+    file: &'a Path,
+    route_index: &'a HashMap<&'a str, usize>,
+    n_routes: usize,
+    consumers: Vec<Consumer>,
+    consumer_ids: HashSet<String>,
+    key_ids: HashSet<u128, BuildHasherDefault<PrefixHasher>>,
+    entries: Vec<KeyEntry>,
+    table: DigestTable,
+    ids: Vec<u8>,
+    problems: Problems,
+}
+
+impl<'a> KeysBuilder<'a> {
+    fn new(
+        file: &'a Path,
+        route_index: &'a HashMap<&'a str, usize>,
+        n_routes: usize,
+        capacity: usize,
+    ) -> Self {
+        KeysBuilder {
+            file,
+            route_index,
+            n_routes,
+            consumers: Vec::new(),
+            consumer_ids: HashSet::new(),
+            key_ids: HashSet::with_capacity_and_hasher(capacity, Default::default()),
+            entries: Vec::with_capacity(capacity),
+            table: DigestTable::with_capacity(capacity),
+            ids: Vec::with_capacity(capacity * 12),
+            problems: Problems { list: Vec::new() },
+        }
+    }
+
+    fn add(&mut self, ci: usize, c: &ConsumerConfig) {
+        let kp = self.file;
+        let p = &mut self.problems;
+        let f = |leaf: &str| format!("consumers[{ci}]{leaf}");
         if !valid_id(&c.id) {
             p.add(
                 kp,
-                format!("{f}.id"),
+                f(".id"),
                 "ids may contain only A-Z a-z 0-9 . _ - (at most 128)",
             );
         }
-        if !consumer_ids.insert(c.id.as_str()) {
+        if !self.consumer_ids.insert(c.id.clone()) {
             p.add(
                 kp,
-                format!("{f}.id"),
+                f(".id"),
                 format!("consumer `{}` is defined twice", c.id),
             );
         }
@@ -771,27 +956,27 @@ pub fn build(
             Some(n) => match HeaderValue::from_str(n) {
                 Ok(v) if n.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => Some(v),
                 _ => {
-                    p.add(kp, format!("{f}.name"), "must be printable ASCII");
+                    p.add(kp, f(".name"), "must be printable ASCII");
                     None
                 }
             },
             None => None,
         };
         let allowed = c.routes.as_ref().map(|names| {
-            let mut allowed = vec![false; config.routes.len()].into_boxed_slice();
+            let mut allowed = vec![false; self.n_routes].into_boxed_slice();
             for (ri, n) in names.iter().enumerate() {
-                match route_index.get(n.as_str()) {
+                match self.route_index.get(n.as_str()) {
                     Some(&idx) => allowed[idx] = true,
                     None => p.add(
                         kp,
-                        format!("{f}.routes[{ri}]"),
+                        f(&format!(".routes[{ri}]")),
                         format!("unknown route `{n}`"),
                     ),
                 }
             }
             allowed
         });
-        let consumer_idx = u32::try_from(consumers.len()).unwrap_or(u32::MAX);
+        let consumer_idx = u32::try_from(self.consumers.len()).unwrap_or(u32::MAX);
         for (ki, k) in c.keys.iter().enumerate() {
             // Field paths are built only when a problem is reported (1M keys, 1M strings).
             let kf = |leaf: &str| format!("consumers[{ci}].keys[{ki}]{leaf}");
@@ -803,7 +988,7 @@ pub fn build(
                 );
                 continue;
             }
-            if !key_ids.insert(k.id.as_str()) {
+            if !self.key_ids.insert(id_hash(k.id.as_bytes())) {
                 p.add(kp, kf(".id"), format!("key id `{}` is used twice", k.id));
             }
             let mut digest = [0u8; 32];
@@ -827,12 +1012,12 @@ pub fn build(
                 }
                 None => i64::MAX,
             };
-            let idx = u32::try_from(entries.len()).unwrap_or(u32::MAX);
-            if let Some(&other) = slots.get(&prefix(&digest)) {
-                let other: &KeyEntry = &entries[other as usize];
-                let other_id =
-                    std::str::from_utf8(&ids[other.id_off as usize..][..usize::from(other.id_len)])
-                        .unwrap_or("");
+            if let Some(other) = self.table.find(&self.entries, &digest) {
+                let other = &self.entries[other as usize];
+                let other_id = std::str::from_utf8(
+                    &self.ids[other.id_off as usize..][..usize::from(other.id_len)],
+                )
+                .unwrap_or("");
                 if other.digest == digest {
                     p.add(
                         kp,
@@ -844,13 +1029,15 @@ pub fn build(
                 }
                 continue;
             }
-            let Ok(id_off) = u32::try_from(ids.len()) else {
+            let (Ok(idx), Ok(id_off)) = (
+                u32::try_from(self.entries.len()),
+                u32::try_from(self.ids.len()),
+            ) else {
                 p.add(kp, kf(""), "too many keys");
                 continue;
             };
-            ids.extend_from_slice(k.id.as_bytes());
-            slots.insert(prefix(&digest), idx);
-            entries.push(KeyEntry {
+            self.ids.extend_from_slice(k.id.as_bytes());
+            self.entries.push(KeyEntry {
                 digest,
                 expires_at,
                 consumer: consumer_idx,
@@ -858,37 +1045,36 @@ pub fn build(
                 id_len: k.id.len() as u16,
                 disabled: k.disabled,
             });
+            self.table.insert(&self.entries, idx);
         }
-        let id_header = HeaderValue::from_str(&c.id).unwrap_or(HeaderValue::from_static("invalid"));
-        consumers.push(Consumer {
+        self.consumers.push(Consumer {
             id: c.id.clone(),
-            id_header,
+            id_header: HeaderValue::from_str(&c.id).unwrap_or(HeaderValue::from_static("invalid")),
             name_header,
             disabled: c.disabled,
             allowed,
         });
     }
 
-    if !p.list.is_empty() {
-        return Err(ConfigError::Invalid(p.list));
+    fn finish(mut self) -> (Vec<Consumer>, KeyIndex, Problems) {
+        drop(self.key_ids);
+        self.entries.shrink_to_fit();
+        // The capacity hint may have over-sized the table: rebuild it at the real size.
+        if self.table.slots.len() > (self.entries.len().max(4) * 2).next_power_of_two() {
+            let mut table = DigestTable::with_capacity(self.entries.len());
+            for idx in 0..self.entries.len() as u32 {
+                table.insert(&self.entries, idx);
+            }
+            self.table = table;
+        }
+        self.ids.shrink_to_fit();
+        let index = KeyIndex {
+            table: self.table,
+            entries: self.entries,
+            ids: Bytes::from(self.ids),
+        };
+        (self.consumers, index, self.problems)
     }
-    let (Some(header), Some(mut value)) = (secret_header, secret_value) else {
-        return Err(ConfigError::one(cfg, "secret", "invalid secret"));
-    };
-    value.set_sensitive(true);
-    Ok(State {
-        routes,
-        upstreams,
-        consumers,
-        keys: KeyIndex {
-            slots,
-            entries,
-            ids: Bytes::from(ids),
-        },
-        secret: Secret { header, value },
-        sources,
-        handles: Handles::default(),
-    })
 }
 
 /// Load a PEM file of CA certificates, checking each parses as X.509.
@@ -961,6 +1147,37 @@ consumers:
             Path::new("keys.yaml"),
             b"0123456789abcdef",
         )
+    }
+
+    #[test]
+    fn digest_table_grows_and_finds_every_key() {
+        let mut entries = Vec::new();
+        let mut table = DigestTable::default();
+        for i in 0..10_000u32 {
+            entries.push(KeyEntry {
+                digest: crate::apikey::digest(&i.to_le_bytes()),
+                expires_at: i64::MAX,
+                consumer: 0,
+                id_off: 0,
+                id_len: 0,
+                disabled: false,
+            });
+            table.insert(&entries, i);
+        }
+        assert!(table.slots.len() >= 2 * entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(table.find(&entries, &e.digest), Some(i as u32));
+        }
+        for i in 10_000u32..20_000 {
+            assert_eq!(
+                table.find(&entries, &crate::apikey::digest(&i.to_le_bytes())),
+                None
+            );
+        }
+        assert_eq!(
+            DigestTable::default().find(&entries, &entries[0].digest),
+            None
+        );
     }
 
     #[test]
