@@ -29,6 +29,20 @@ pub const DEFAULT_SECRET_HEADER: &str = "x-shared-secret";
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Default upstream read timeout, in milliseconds.
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 30_000;
+/// Default idle time allowed between requests on a client connection, in seconds.
+pub const DEFAULT_KEEPALIVE_TIMEOUT_SECONDS: u64 = 60;
+/// Default longest wait for the next piece of a request body, in seconds.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT_SECONDS: u64 = 30;
+/// Default limit on the request line plus headers, in bytes.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+/// Default limit on the number of request headers.
+pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
+/// Default failed authentications allowed per client address per window.
+pub const DEFAULT_BRUTE_FORCE_MAX_FAILURES: u32 = 20;
+/// Default brute-force window, in seconds.
+pub const DEFAULT_BRUTE_FORCE_WINDOW_SECONDS: u32 = 60;
+/// Default number of counters in the brute-force table (8 bytes each).
+pub const DEFAULT_BRUTE_FORCE_TABLE_SLOTS: usize = 65_536;
 
 /// Where a configuration problem was found: file, optional line/column, field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +163,15 @@ pub struct ServerConfig {
     pub grace_period_seconds: u64,
     /// Upstream connections kept alive for reuse. Default 1024; keep it above peak concurrency.
     pub upstream_keepalive_pool_size: usize,
+    /// Idle seconds allowed between requests on a client connection (and per read while
+    /// the next request's headers arrive). Default 60.
+    pub keepalive_timeout_seconds: u64,
+    /// Longest wait, in seconds, for the next piece of a request body. Default 30.
+    pub client_body_timeout_seconds: u64,
+    /// Request line plus headers larger than this get 431. Default 32768.
+    pub max_request_header_bytes: usize,
+    /// More request headers than this get 431. Default 100.
+    pub max_request_headers: usize,
 }
 
 impl Default for ServerConfig {
@@ -160,6 +183,10 @@ impl Default for ServerConfig {
             metrics_listen: DEFAULT_METRICS_LISTEN.to_string(),
             grace_period_seconds: DEFAULT_GRACE_PERIOD_SECONDS,
             upstream_keepalive_pool_size: DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE,
+            keepalive_timeout_seconds: DEFAULT_KEEPALIVE_TIMEOUT_SECONDS,
+            client_body_timeout_seconds: DEFAULT_CLIENT_BODY_TIMEOUT_SECONDS,
+            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+            max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
         }
     }
 }
@@ -203,6 +230,32 @@ pub struct AuthConfig {
     /// Default: `Authorization: Bearer <key>`, then `x-api-key: <key>`.
     #[serde(default = "default_sources")]
     pub sources: Vec<SourceConfig>,
+    /// Brute-force resistance: failed authentications per client address.
+    #[serde(default)]
+    pub brute_force: BruteForceConfig,
+}
+
+/// `auth.brute_force:` — block addresses that keep presenting bad keys.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BruteForceConfig {
+    /// Failed authentications (invalid, expired, disabled, ambiguous) allowed per client
+    /// address per window before it gets 429; 0 disables. Default 20.
+    pub max_failures: u32,
+    /// Window length in seconds. Default 60.
+    pub window_seconds: u32,
+    /// Counters in the tracking table (8 bytes each; restart to change). Default 65536.
+    pub table_slots: usize,
+}
+
+impl Default for BruteForceConfig {
+    fn default() -> Self {
+        BruteForceConfig {
+            max_failures: DEFAULT_BRUTE_FORCE_MAX_FAILURES,
+            window_seconds: DEFAULT_BRUTE_FORCE_WINDOW_SECONDS,
+            table_slots: DEFAULT_BRUTE_FORCE_TABLE_SLOTS,
+        }
+    }
 }
 
 /// One place a client may present a key.

@@ -64,6 +64,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
         auth: AuthConfig {
             keys_file: "(demo)".into(),
             sources: default_sources(),
+            brute_force: Default::default(),
         },
         upstreams: BTreeMap::from([(
             "demo-origin".to_string(),

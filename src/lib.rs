@@ -7,7 +7,9 @@
 //!
 //! - [`config`]: the YAML files as written (strict, located errors);
 //! - [`state`]: the validated runtime snapshot the request path reads;
+//! - [`path`]: request-path normalization before routing;
 //! - [`auth`]: the pure authentication decision;
+//! - [`limiter`]: brute-force resistance per client address;
 //! - [`apikey`]: the key format, checksum and digests;
 //! - [`proxy`]: the Pingora `ProxyHttp` phases;
 //! - [`problem`]: the problem documents keygate answers with;
@@ -25,9 +27,11 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod limiter;
 pub mod logging;
 pub mod metrics;
 pub mod origin;
+pub mod path;
 pub mod problem;
 pub mod proxy;
 pub mod reload;

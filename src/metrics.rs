@@ -34,7 +34,7 @@ pub const EXPIRING_SOON_SECONDS: i64 = 7 * 24 * 3600;
 pub const NO_ROUTE: &str = "(none)";
 
 /// Authentication results, the values of `keygate_auth_total{result}`.
-pub const AUTH_RESULTS: [&str; 8] = [
+pub const AUTH_RESULTS: [&str; 9] = [
     "ok",
     "anonymous",
     "missing",
@@ -43,7 +43,11 @@ pub const AUTH_RESULTS: [&str; 8] = [
     "disabled",
     "forbidden",
     "ambiguous",
+    "blocked",
 ];
+
+/// Index of `blocked` in [`AUTH_RESULTS`]: refused by the brute-force limiter.
+const BLOCKED: usize = 8;
 
 /// Kinds of upstream failure, the values of `keygate_upstream_errors_total{kind}`.
 pub const ERROR_KINDS: [&str; 7] = [
@@ -391,6 +395,13 @@ impl Handles {
     /// Count an authentication decision.
     pub fn auth(&self, outcome: &AuthOutcome) {
         if let Some(c) = self.auth.get(auth_result(outcome)) {
+            c.inc();
+        }
+    }
+
+    /// Count a request refused by the brute-force limiter before any key lookup.
+    pub fn auth_blocked(&self) {
+        if let Some(c) = self.auth.get(BLOCKED) {
             c.inc();
         }
     }

@@ -26,6 +26,12 @@ pub enum Code {
     RouteNotFound,
     /// 400: the request is malformed.
     BadRequest,
+    /// 400: the path uses encodings or dot segments keygate will not route.
+    InvalidPath,
+    /// 431: the request line and headers are too large, or too many.
+    HeadersTooLarge,
+    /// 429: too many failed authentications from this address.
+    TooManyFailures,
     /// 502: the origin could not be reached or answered badly.
     UpstreamUnavailable,
     /// 504: the origin did not answer in time.
@@ -59,6 +65,9 @@ impl Code {
             Code::Forbidden => "forbidden",
             Code::RouteNotFound => "route_not_found",
             Code::BadRequest => "bad_request",
+            Code::InvalidPath => "invalid_path",
+            Code::HeadersTooLarge => "request_header_fields_too_large",
+            Code::TooManyFailures => "too_many_failed_attempts",
             Code::UpstreamUnavailable => "upstream_unavailable",
             Code::UpstreamTimeout => "upstream_timeout",
             Code::Internal => "internal_error",
@@ -75,7 +84,9 @@ impl Code {
             | Code::AmbiguousCredentials => 401,
             Code::Forbidden => 403,
             Code::RouteNotFound => 404,
-            Code::BadRequest => 400,
+            Code::BadRequest | Code::InvalidPath => 400,
+            Code::HeadersTooLarge => 431,
+            Code::TooManyFailures => 429,
             Code::UpstreamUnavailable => 502,
             Code::UpstreamTimeout => 504,
             Code::Internal => 500,
@@ -89,6 +100,8 @@ impl Code {
             401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
+            429 => "Too Many Requests",
+            431 => "Request Header Fields Too Large",
             502 => "Bad Gateway",
             504 => "Gateway Timeout",
             _ => "Internal Server Error",
@@ -106,6 +119,9 @@ impl Code {
             Code::Forbidden => "This API key may not be used for this route.",
             Code::RouteNotFound => "No route matches this request.",
             Code::BadRequest => "The request is malformed.",
+            Code::InvalidPath => "The request path contains encoded separators, encoded dots or climbs above the root.",
+            Code::HeadersTooLarge => "The request headers are too large or too many.",
+            Code::TooManyFailures => "Too many failed authentication attempts from this address; retry later.",
             Code::UpstreamUnavailable => "The upstream service could not be reached.",
             Code::UpstreamTimeout => "The upstream service did not answer in time.",
             Code::Internal => "An internal error occurred.",

@@ -26,7 +26,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::auth::{self, AuthOutcome};
+use crate::auth::{self, AuthOutcome, Rejection};
+use crate::config::AuthMode;
+use crate::limiter::FailureLimiter;
 use crate::logging;
 use crate::metrics;
 use crate::problem::Code;
@@ -52,15 +54,144 @@ static TRUE: HeaderValue = HeaderValue::from_static("true");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
-/// The gateway: holds the shared state handle, nothing per request.
+/// The gateway: holds the shared state handle and the brute-force table, nothing per request.
 pub struct ApiKeyProxy {
     state: SharedState,
+    limiter: Arc<FailureLimiter>,
 }
 
 impl ApiKeyProxy {
     /// Create a proxy reading `state` (swapped atomically on reload).
-    pub fn new(state: SharedState) -> Self {
-        ApiKeyProxy { state }
+    pub fn new(state: SharedState, limiter: Arc<FailureLimiter>) -> Self {
+        ApiKeyProxy { state, limiter }
+    }
+}
+
+/// What `request_filter` decided for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Forward on `route`; `target` replaces the request target when the path was
+    /// normalized or the request used the absolute form.
+    Forward {
+        /// The matched route.
+        route: usize,
+        /// The authentication outcome (consumer or anonymous).
+        outcome: AuthOutcome,
+        /// New origin-form target (path and query), if it changed.
+        target: Option<Vec<u8>>,
+    },
+    /// Answer with this code; `route` and `outcome` when known (for metrics and logs).
+    Reject {
+        /// Why.
+        code: Code,
+        /// The matched route, if routing got that far.
+        route: Option<usize>,
+        /// The authentication outcome, if authentication ran.
+        outcome: Option<AuthOutcome>,
+        /// Seconds for `Retry-After` (brute-force block).
+        retry_after: Option<u64>,
+    },
+}
+
+fn reject(code: Code) -> Admission {
+    Admission::Reject {
+        code,
+        route: None,
+        outcome: None,
+        retry_after: None,
+    }
+}
+
+/// Approximate size of the request line and headers as received.
+fn header_bytes(req: &RequestHeader) -> usize {
+    let line =
+        req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    req.headers
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+/// Decide what happens to a request: limits, path, route, brute-force block, authentication.
+///
+/// Pure apart from counting a failed authentication in `limiter`.
+pub fn admit(
+    state: &State,
+    req: &RequestHeader,
+    client: Option<IpAddr>,
+    limiter: &FailureLimiter,
+    now: i64,
+) -> Admission {
+    let limits = &state.limits;
+    if req.headers.len() > limits.max_request_headers
+        || header_bytes(req) > limits.max_request_header_bytes
+    {
+        return reject(Code::HeadersTooLarge);
+    }
+    let path = req.uri.path().as_bytes();
+    let normalized = match crate::path::normalize(path) {
+        Ok(n) => n,
+        Err(_) => return reject(Code::InvalidPath),
+    };
+    let path = normalized.as_deref().unwrap_or(path);
+    let Some(route) = state.route(request_host(req), path) else {
+        return reject(Code::RouteNotFound);
+    };
+    let target = if normalized.is_some() || req.uri.scheme().is_some() {
+        let mut t = path.to_vec();
+        if let Some(q) = req.uri.query() {
+            t.push(b'?');
+            t.extend_from_slice(q.as_bytes());
+        }
+        Some(t)
+    } else {
+        None
+    };
+    let mode = state
+        .routes
+        .get(route)
+        .map_or(AuthMode::Required, |r| r.auth);
+    let now_secs = u64::try_from(now).unwrap_or(0);
+    if mode != AuthMode::None {
+        if let Some(ip) = client {
+            if let Some(wait) = limiter.blocked(ip, limits.brute_force, now_secs) {
+                state.handles.auth_blocked();
+                return Admission::Reject {
+                    code: Code::TooManyFailures,
+                    route: Some(route),
+                    outcome: None,
+                    retry_after: Some(wait),
+                };
+            }
+        }
+    }
+    let outcome = auth::authenticate(state, route, &req.headers, now);
+    if mode != AuthMode::None {
+        state.handles.auth(&outcome);
+    }
+    match outcome {
+        AuthOutcome::Rejected(r) => {
+            let guess = matches!(
+                r,
+                Rejection::Invalid
+                    | Rejection::Expired
+                    | Rejection::Disabled
+                    | Rejection::Ambiguous
+            );
+            if let (true, Some(ip)) = (guess, client) {
+                limiter.record_failure(ip, limits.brute_force, now_secs);
+            }
+            Admission::Reject {
+                code: Code::from(r),
+                route: Some(route),
+                outcome: Some(outcome),
+                retry_after: None,
+            }
+        }
+        outcome => Admission::Forward {
+            route,
+            outcome,
+            target,
+        },
     }
 }
 
@@ -76,6 +207,10 @@ pub struct RequestCtx {
     pub request_id: HeaderValue,
     /// Set when keygate answered the request itself.
     pub code: Option<Code>,
+    /// New request target for the origin (normalized path, origin-form).
+    pub target: Option<Vec<u8>>,
+    /// `Retry-After` seconds for a 429.
+    pub retry_after: Option<u64>,
     /// When the request started.
     pub start: Instant,
 }
@@ -241,6 +376,9 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Res
     if let Some(challenge) = code.www_authenticate() {
         resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
     }
+    if let Some(secs) = ctx.retry_after {
+        resp.insert_header(header::RETRY_AFTER, secs)?;
+    }
     // A large or unbounded body would have to be read before the connection can be
     // reused; don't read it for a request we are turning away.
     let req = session.req_header();
@@ -250,7 +388,13 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Res
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|n| n > MAX_DRAIN_BYTES);
-    if chunked || long {
+    if chunked
+        || long
+        || matches!(
+            code,
+            Code::HeadersTooLarge | Code::InvalidPath | Code::BadRequest
+        )
+    {
         session.set_keepalive(None);
         resp.insert_header(header::CONNECTION, "close")?;
     }
@@ -282,6 +426,8 @@ impl ProxyHttp for ApiKeyProxy {
             outcome: None,
             request_id: HeaderValue::from_static(""),
             code: None,
+            target: None,
+            retry_after: None,
             start: Instant::now(),
         }
     }
@@ -289,29 +435,47 @@ impl ProxyHttp for ApiKeyProxy {
     /// Route and authenticate; a rejection is written here and ends the request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.state.load_full();
+        // Pingora keeps HTTP/1.1 connections open forever by default: bound idle time,
+        // and the wait for each piece of a request body.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(state.limits.keepalive_timeout_seconds));
+        }
+        session.set_read_timeout(Some(state.limits.client_body_timeout));
         let req = session.req_header();
         ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
             Some(v) if valid_request_id(v.as_bytes()) => v.clone(),
             _ => new_request_id(),
         };
-        let route = state.route(request_host(req), req.uri.path().as_bytes());
-        let outcome =
-            route.map(|r| auth::authenticate(&state, r, &req.headers, timestamp::now_unix()));
-        if let (Some(r), Some(o)) = (route.and_then(|r| state.routes.get(r)), &outcome) {
-            if r.auth != crate::config::AuthMode::None {
-                state.handles.auth(o);
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let admission = admit(&state, req, client, &self.limiter, timestamp::now_unix());
+        ctx.state = Some(state);
+        match admission {
+            Admission::Forward {
+                route,
+                outcome,
+                target,
+            } => {
+                ctx.route = Some(route);
+                ctx.outcome = Some(outcome);
+                ctx.target = target;
+                Ok(false)
+            }
+            Admission::Reject {
+                code,
+                route,
+                outcome,
+                retry_after,
+            } => {
+                ctx.route = route;
+                ctx.outcome = outcome;
+                ctx.retry_after = retry_after;
+                respond(session, ctx, code).await?;
+                Ok(true)
             }
         }
-        ctx.route = route;
-        ctx.outcome = outcome;
-        ctx.state = Some(state);
-        let code = match outcome {
-            None => Code::RouteNotFound,
-            Some(AuthOutcome::Rejected(r)) => Code::from(r),
-            Some(_) => return Ok(false),
-        };
-        respond(session, ctx, code).await?;
-        Ok(true)
     }
 
     async fn upstream_peer(
@@ -353,6 +517,9 @@ impl ProxyHttp for ApiKeyProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if let Some(target) = &ctx.target {
+            upstream_request.set_raw_path(target)?;
+        }
         rewrite_upstream_headers(
             upstream_request,
             state,

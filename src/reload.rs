@@ -126,6 +126,7 @@ pub fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
     if old.upstream_keepalive_pool_size != new.upstream_keepalive_pool_size {
         out.push("upstream_keepalive_pool_size");
     }
+    // keepalive, body timeout and header limits are per request: they reload live.
     out
 }
 

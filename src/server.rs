@@ -73,7 +73,12 @@ pub fn assemble(
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        ApiKeyProxy::new(shared.clone()),
+        ApiKeyProxy::new(
+            shared.clone(),
+            Arc::new(crate::limiter::FailureLimiter::new(
+                config.auth.brute_force.table_slots,
+            )),
+        ),
         "keygate",
     );
     for addr in &config.server.listen {

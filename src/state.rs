@@ -379,6 +379,21 @@ pub struct KeyCounts {
     pub disabled: usize,
 }
 
+/// Per-request limits, reloadable.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Idle seconds allowed between requests on a client connection.
+    pub keepalive_timeout_seconds: u64,
+    /// Longest wait for the next piece of a request body.
+    pub client_body_timeout: Duration,
+    /// Largest request line plus headers, in bytes.
+    pub max_request_header_bytes: usize,
+    /// Most request headers.
+    pub max_request_headers: usize,
+    /// Brute-force policy.
+    pub brute_force: crate::limiter::Policy,
+}
+
 /// Everything the request path needs, validated and prepared.
 #[derive(Debug)]
 pub struct State {
@@ -396,6 +411,8 @@ pub struct State {
     pub sources: Vec<Source>,
     /// Metric handles for this state's routes, consumers and upstreams.
     pub handles: Handles,
+    /// Request limits and timeouts.
+    pub limits: Limits,
 }
 
 impl State {
@@ -632,6 +649,35 @@ fn build_with(
     }
     if config.server.threads == 0 {
         p.add(cfg, "server.threads", "must be at least 1");
+    }
+    for (field, value) in [
+        (
+            "keepalive_timeout_seconds",
+            config.server.keepalive_timeout_seconds,
+        ),
+        (
+            "client_body_timeout_seconds",
+            config.server.client_body_timeout_seconds,
+        ),
+        (
+            "max_request_header_bytes",
+            config.server.max_request_header_bytes as u64,
+        ),
+        (
+            "max_request_headers",
+            config.server.max_request_headers as u64,
+        ),
+    ] {
+        if value == 0 {
+            p.add(cfg, format!("server.{field}"), "must be greater than 0");
+        }
+    }
+    if config.auth.brute_force.max_failures > 0 && config.auth.brute_force.window_seconds == 0 {
+        p.add(
+            cfg,
+            "auth.brute_force.window_seconds",
+            "must be greater than 0",
+        );
     }
     let ml = &config.server.metrics_listen;
     if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
@@ -886,6 +932,16 @@ fn build_with(
         secret: Secret { header, value },
         sources,
         handles: Handles::default(),
+        limits: Limits {
+            keepalive_timeout_seconds: config.server.keepalive_timeout_seconds,
+            client_body_timeout: Duration::from_secs(config.server.client_body_timeout_seconds),
+            max_request_header_bytes: config.server.max_request_header_bytes,
+            max_request_headers: config.server.max_request_headers,
+            brute_force: crate::limiter::Policy {
+                max_failures: config.auth.brute_force.max_failures,
+                window_seconds: config.auth.brute_force.window_seconds,
+            },
+        },
     })
 }
 
