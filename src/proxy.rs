@@ -136,7 +136,10 @@ pub fn admit(
     let Some(route) = state.route(request_host(req), path) else {
         return reject(Code::RouteNotFound);
     };
-    let target = if normalized.is_some() || req.uri.scheme().is_some() {
+    // Pingora keeps an absolute-form target (`GET http://host/path`) verbatim for the
+    // wire; forward origin-form so the origin sees exactly the path routed here.
+    let absolute_form = !req.raw_path().starts_with(b"/");
+    let target = if normalized.is_some() || absolute_form {
         let mut t = path.to_vec();
         if let Some(q) = req.uri.query() {
             t.push(b'?');
@@ -441,6 +444,8 @@ impl ProxyHttp for ApiKeyProxy {
             session.set_keepalive(Some(state.limits.keepalive_timeout_seconds));
         }
         session.set_read_timeout(Some(state.limits.client_body_timeout));
+        // Answer pipelined requests in order (each one judged alone) instead of dropping them.
+        session.set_pipelining_enabled(true);
         let req = session.req_header();
         ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
             Some(v) if valid_request_id(v.as_bytes()) => v.clone(),

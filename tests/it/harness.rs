@@ -198,6 +198,36 @@ impl Client {
         }
     }
 
+    /// Connect from a chosen local loopback address (e.g. 127.0.0.2), to be another client.
+    pub fn connect_from(local: &str, addr: SocketAddr) -> Client {
+        let sock = socket_from(local);
+        let s = sock.connect_std(addr);
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client {
+            r: BufReader::new(Box::new(s)),
+        }
+    }
+
+    /// Whether the server closed the connection (EOF) within `within`.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            match self.r.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    continue
+                }
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
     /// Connect over TLS, trusting `ca` for `name`.
     pub fn connect_tls(addr: SocketAddr, ca: &CertificateDer<'static>, name: &str) -> Client {
         let mut roots = rustls::RootCertStore::empty();
@@ -317,6 +347,10 @@ pub enum OriginMode {
     Hang,
     /// Answer like `Normal`, after this many milliseconds.
     SlowMs(u64),
+    /// Answer with bytes that are not HTTP.
+    Garbage,
+    /// Send headers announcing a 1000-byte body, 10 bytes of it, then close.
+    CutMidBody,
 }
 
 /// A real HTTP origin that records every request and requires the shared secret.
@@ -419,6 +453,17 @@ fn serve(
                 return;
             }
             OriginMode::SlowMs(ms) => thread::sleep(Duration::from_millis(ms)),
+            OriginMode::Garbage => {
+                let _ = r.get_mut().write_all(b"this is not http at all\r\n\r\n");
+                return;
+            }
+            OriginMode::CutMidBody => {
+                let _ = r.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n0123456789",
+                );
+                let _ = r.get_mut().flush();
+                return;
+            }
             OriginMode::Normal => {}
         }
         let (status, body) = if ok {
@@ -668,5 +713,32 @@ pub fn scrape_until(addr: SocketAddr, series: &str, value: f64) -> String {
             return text;
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A socket bound to `local` (an address in 127.0.0.0/8) before connecting.
+pub struct BoundSocket(std::net::SocketAddr);
+
+/// A socket to connect from `local` (std has no bind-before-connect; tokio's TcpSocket does).
+pub fn socket_from(local: &str) -> BoundSocket {
+    BoundSocket(format!("{local}:0").parse().unwrap())
+}
+
+impl BoundSocket {
+    /// Connect to `addr` from the bound local address.
+    pub fn connect_std(&self, addr: SocketAddr) -> TcpStream {
+        // tokio's TcpSocket supports bind-before-connect without an extra dependency.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(self.0).unwrap();
+            let stream = sock.connect(addr).await.unwrap();
+            let s = stream.into_std().unwrap();
+            s.set_nonblocking(false).unwrap();
+            s
+        })
     }
 }

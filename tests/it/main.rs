@@ -12,3 +12,5 @@ mod cli;
 mod reload;
 // Prometheus metrics and the health endpoint.
 mod metrics;
+// Hostile requests: malformed credentials, smuggling, odd paths, slow clients, brute force.
+mod hostile;
