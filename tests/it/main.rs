@@ -14,3 +14,5 @@ mod reload;
 mod metrics;
 // Hostile requests: malformed credentials, smuggling, odd paths, slow clients, brute force.
 mod hostile;
+// Faults: bad origins, broken files at reload, signal storms.
+mod faults;
