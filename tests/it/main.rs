@@ -16,3 +16,5 @@ mod metrics;
 mod hostile;
 // Faults: bad origins, broken files at reload, signal storms.
 mod faults;
+// Secrets never appear in logs (even at trace), bodies or metrics.
+mod leaks;
