@@ -18,7 +18,8 @@
 //! - [`reload`]: SIGHUP reload;
 //! - [`server`]: wiring into a Pingora server;
 //! - [`cli`], [`demo`], [`origin`]: the command line and the demo;
-//! - [`timestamp`]: RFC 3339 helpers.
+//! - [`timestamp`]: RFC 3339 helpers;
+//! - `fuzz`: fuzzing entry points (used by `fuzz/`).
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;

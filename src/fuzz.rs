@@ -1,0 +1,153 @@
+//! Fuzzing entry points, shared by `fuzz/` (cargo-fuzz) and the corpus replay test.
+//!
+//! Each function takes arbitrary bytes and must never panic. They exercise the
+//! pure parts of keygate: the configuration and keys parsers and validator, and
+//! the request decision (path normalization, credential extraction,
+//! authentication). Nothing here touches the network or the file system: fuzzed
+//! upstream addresses are replaced by a loopback literal before validation,
+//! because a name would be resolved through DNS.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::auth::{self, AuthOutcome, Credential};
+use crate::config::{self, Config, KeysFile};
+use crate::state::{self, State};
+
+/// Split fuzz input in two at the first NUL byte (or the middle).
+fn split(data: &[u8]) -> (&[u8], &[u8]) {
+    match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => data.split_at(data.len() / 2),
+    }
+}
+
+/// Parse and validate a config (first half) and a keys file (second half).
+pub fn config_input(data: &[u8]) {
+    let (cfg, keys) = split(data);
+    let (Ok(cfg), Ok(keys)) = (std::str::from_utf8(cfg), std::str::from_utf8(keys)) else {
+        return;
+    };
+    let file = Path::new("fuzz.yaml");
+    let mut streamed = 0usize;
+    let stream = config::for_each_consumer(keys, file, &mut |_, _| streamed += 1);
+    let whole = KeysFile::from_yaml(keys, file);
+    // The streaming parser and the whole-file parser agree on what is valid.
+    if let (Ok(()), Ok(k)) = (&stream, &whole) {
+        assert_eq!(streamed, k.consumers.len());
+    }
+    let Ok(mut config) = Config::from_yaml(cfg, file) else {
+        return;
+    };
+    for u in config.upstreams.values_mut() {
+        u.address = "127.0.0.1:1".to_string();
+        u.ca_file = None;
+    }
+    config.server.tls_listen.clear();
+    let keys = whole.unwrap_or_default();
+    if let Ok(state) = state::build(&config, file, &keys, file, b"fuzz-secret-0123456789") {
+        let _ = state.key_counts(0);
+        let _ = cli_summary(&state);
+    }
+}
+
+fn cli_summary(state: &State) -> usize {
+    state.routes.len() + state.keys.heap_bytes()
+}
+
+/// The keys known to the auth fuzzer's state.
+pub const AUTH_KEYS: [&str; 3] = [
+    "fuzz-key-1",
+    "fuzz-key-2",
+    "kg_fuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuz_000000",
+];
+
+fn auth_state() -> &'static State {
+    static STATE: OnceLock<State> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let cfg = Config::from_yaml(
+            "secret: { env: X }\nauth: { keys_file: k }\nupstreams: { o: { address: \"127.0.0.1:1\" } }\nroutes:\n  - { name: none, path_prefix: /open, upstream: o, auth: none }\n  - { name: opt, path_prefix: /opt, upstream: o, auth: optional }\n  - { name: api, path_prefix: /, upstream: o, auth: required }\n",
+            Path::new("c"),
+        )
+        .expect("fixed fuzz config parses");
+        let mut yaml = String::from("consumers:\n  - id: c\n    routes: [api, opt]\n    keys:\n");
+        for (i, k) in AUTH_KEYS.iter().enumerate() {
+            let d = hex::encode(crate::apikey::digest(k.as_bytes()));
+            yaml.push_str(&format!("      - {{ id: k{i}, sha256: \"{d}\" }}\n"));
+        }
+        let keys = KeysFile::from_yaml(&yaml, Path::new("k")).expect("fixed fuzz keys parse");
+        state::build(&cfg, Path::new("c"), &keys, Path::new("k"), b"fuzz-secret-0123456789")
+            .expect("fixed fuzz state builds")
+    })
+}
+
+/// Interpret input as `path\nname: value\n...` and run the whole request decision.
+pub fn auth_input(data: &[u8]) {
+    let state = auth_state();
+    let mut lines = data.split(|&b| b == b'\n');
+    let path = lines.next().unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let Some(i) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(line[..i].trim_ascii()),
+            HeaderValue::from_bytes(line[i + 1..].trim_ascii()),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    let routed = match crate::path::normalize(path) {
+        Ok(Some(p)) => p,
+        Ok(None) => path.to_vec(),
+        Err(_) => return,
+    };
+    // A normalized path is normal: normalizing again changes nothing.
+    assert_eq!(crate::path::normalize(&routed), Ok(None));
+    let _ = crate::apikey::shape(path);
+    let Some(route) = state.route(b"", &routed) else {
+        return;
+    };
+    let outcome = auth::authenticate(state, route, &headers, 1_800_000_000);
+    if let AuthOutcome::Consumer { .. } = outcome {
+        // Only a configured key may ever get through.
+        match auth::extract(&headers, &state.sources) {
+            Credential::Key { key, .. } => {
+                assert!(
+                    AUTH_KEYS.iter().any(|k| k.as_bytes() == key),
+                    "unknown key accepted"
+                );
+            }
+            other => panic!("authenticated without a single key: {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replay the committed seed corpus (and every crash turned regression) in plain tests.
+    #[test]
+    fn corpus_replays_without_panics() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let mut n = 0;
+        for (target, f) in [("config", config_input as fn(&[u8])), ("auth", auth_input)] {
+            for entry in std::fs::read_dir(root.join(target)).unwrap() {
+                f(&std::fs::read(entry.unwrap().path()).unwrap());
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "seed corpus missing");
+    }
+
+    #[test]
+    fn valid_key_input_authenticates() {
+        auth_input(b"/v1\nx-api-key: fuzz-key-1");
+        auth_input(b"/v1\nauthorization: Bearer fuzz-key-2\nx-api-key: fuzz-key-2");
+    }
+}
