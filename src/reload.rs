@@ -13,7 +13,7 @@ use log::{info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::ServerConfig;
+use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
 use crate::state::{self, Loaded, SharedState};
 use crate::timestamp;
@@ -23,7 +23,7 @@ pub struct Reloader {
     config_path: PathBuf,
     shared: SharedState,
     metrics: Arc<Metrics>,
-    running: ServerConfig,
+    running: Config,
     release_memory: fn(),
 }
 
@@ -33,7 +33,7 @@ impl Reloader {
         config_path: PathBuf,
         shared: SharedState,
         metrics: Arc<Metrics>,
-        running: ServerConfig,
+        running: Config,
         release_memory: fn(),
     ) -> Self {
         Reloader {
@@ -66,8 +66,8 @@ impl Reloader {
                 for w in &warnings {
                     warn!(target: "keygate::reload", "{w}");
                 }
-                for field in restart_only_changes(&self.running, &config.server) {
-                    warn!(target: "keygate::reload", "server.{field} changed; this setting requires a restart and keeps its running value");
+                for field in restart_only_changes(&self.running, &config) {
+                    warn!(target: "keygate::reload", "{field} changed; this setting requires a restart and keeps its running value");
                 }
                 let c = state.key_counts(timestamp::now_unix());
                 let summary = format!(
@@ -99,35 +99,44 @@ impl Reloader {
     }
 }
 
-/// Names of `server` settings that differ between `old` and `new`.
-pub fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if old.listen != new.listen {
-        out.push("listen");
-    }
+/// Settings that differ between `old` and `new` but only a restart can apply
+/// (listening sockets, threads, process-wide pools and tables), by config path.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
     let tls = |c: &ServerConfig| {
         c.tls_listen
             .iter()
             .map(|t| (t.address.clone(), t.cert.clone(), t.key.clone()))
             .collect::<Vec<_>>()
     };
-    if tls(old) != tls(new) {
-        out.push("tls_listen");
-    }
-    if old.threads != new.threads {
-        out.push("threads");
-    }
-    if old.metrics_listen != new.metrics_listen {
-        out.push("metrics_listen");
-    }
-    if old.grace_period_seconds != new.grace_period_seconds {
-        out.push("grace_period_seconds");
-    }
-    if old.upstream_keepalive_pool_size != new.upstream_keepalive_pool_size {
-        out.push("upstream_keepalive_pool_size");
-    }
-    // keepalive, body timeout and header limits are per request: they reload live.
-    out
+    let checks = [
+        ("server.listen", o.listen != n.listen),
+        ("server.tls_listen", tls(o) != tls(n)),
+        ("server.threads", o.threads != n.threads),
+        (
+            "server.metrics_listen",
+            o.metrics_listen != n.metrics_listen,
+        ),
+        (
+            "server.grace_period_seconds",
+            o.grace_period_seconds != n.grace_period_seconds,
+        ),
+        (
+            "server.upstream_keepalive_pool_size",
+            o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
+        ),
+        (
+            "auth.brute_force.table_slots",
+            old.auth.brute_force.table_slots != new.auth.brute_force.table_slots,
+        ),
+    ];
+    // Keep-alive, body timeout, header limits and the brute-force policy are applied per
+    // request from the state: they reload live.
+    checks
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(f, _)| *f)
+        .collect()
 }
 
 #[async_trait]

@@ -114,7 +114,7 @@ pub fn assemble(
             path,
             shared.clone(),
             metrics.clone(),
-            config.server.clone(),
+            config.clone(),
             release_memory,
         );
         server.add_service(background_service("keygate reloader", reloader));

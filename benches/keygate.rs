@@ -1,0 +1,188 @@
+//! Criterion benchmarks for keygate's own per-request work and for loading keys.
+//!
+//! `cargo bench --bench keygate` measures; `cargo test --all-targets` runs each benchmark
+//! once as a smoke test (with smaller key sets, so CI stays quick).
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use http::{HeaderMap, HeaderValue};
+use keygate::auth::{self, AuthOutcome};
+use keygate::config::{Config, ConsumerConfig, KeyConfig, KeysFile};
+use keygate::limiter::FailureLimiter;
+use keygate::proxy::{admit, rewrite_upstream_headers, Admission};
+use keygate::state::{self, State};
+use pingora::http::RequestHeader;
+
+const CONFIG: &str = r#"
+secret: { env: UNUSED }
+auth: { keys_file: keys.json }
+upstreams: { origin: { address: "127.0.0.1:8000" } }
+routes: [ { name: api, path_prefix: /, upstream: origin, auth: required } ]
+"#;
+
+/// Whether this run measures (`cargo bench`) or only smoke-tests (`cargo test`).
+fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn key(i: usize) -> String {
+    format!("bench-key-{i:08}")
+}
+
+fn state_with(n: usize) -> State {
+    let consumers = (0..n.div_ceil(10))
+        .map(|c| ConsumerConfig {
+            id: format!("c{c}"),
+            name: Some("Bench".into()),
+            disabled: false,
+            routes: None,
+            keys: (c * 10..(c * 10 + 10).min(n))
+                .map(|i| KeyConfig {
+                    id: format!("k{i}"),
+                    sha256: hex::encode(keygate::apikey::digest(key(i).as_bytes())),
+                    expires_at: None,
+                    disabled: false,
+                })
+                .collect(),
+        })
+        .collect();
+    let config = Config::from_yaml(CONFIG, Path::new("c")).unwrap();
+    let keys = KeysFile { consumers };
+    state::build(
+        &config,
+        Path::new("c"),
+        &keys,
+        Path::new("k"),
+        b"bench-secret-0123456789",
+    )
+    .unwrap()
+}
+
+fn sizes() -> Vec<usize> {
+    if measuring() {
+        vec![10, 10_000, 1_000_000]
+    } else {
+        vec![10, 10_000]
+    }
+}
+
+fn headers(key: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("x-api-key", HeaderValue::from_str(key).unwrap());
+    h.insert("host", HeaderValue::from_static("api.example.com"));
+    h.insert("user-agent", HeaderValue::from_static("bench/1.0"));
+    h
+}
+
+/// Extract + hash + lookup + constant-time confirm + checks, at several key-set sizes.
+fn auth_decision(c: &mut Criterion) {
+    let mut g = c.benchmark_group("auth");
+    for n in sizes() {
+        let state = state_with(n);
+        // Spread the probed keys over the whole index, as real traffic would.
+        let valid: Vec<HeaderMap> = (0..1024).map(|i| headers(&key(i * 7919 % n))).collect();
+        let invalid: Vec<HeaderMap> = (0..1024)
+            .map(|i| headers(&format!("unknown-key-{i:08}")))
+            .collect();
+        let mut i = 0;
+        g.bench_function(BenchmarkId::new("valid", n), |b| {
+            b.iter(|| {
+                i = (i + 1) & 1023;
+                let o = auth::authenticate(&state, 0, black_box(&valid[i]), 1_800_000_000);
+                debug_assert!(matches!(o, AuthOutcome::Consumer { .. }));
+                o
+            })
+        });
+        g.bench_function(BenchmarkId::new("invalid", n), |b| {
+            b.iter(|| {
+                i = (i + 1) & 1023;
+                auth::authenticate(&state, 0, black_box(&invalid[i]), 1_800_000_000)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn request(key: &str) -> RequestHeader {
+    let mut r = RequestHeader::build("GET", b"/v1/things?limit=10", Some(8)).unwrap();
+    r.insert_header("host", "api.example.com").unwrap();
+    r.insert_header("x-api-key", key).unwrap();
+    r.insert_header("user-agent", "bench/1.0").unwrap();
+    r.insert_header("accept", "application/json").unwrap();
+    r
+}
+
+/// The whole `request_filter` decision (limits, path, route, limiter, auth) and the
+/// `upstream_request_filter` header rewrite.
+fn request_path(c: &mut Criterion) {
+    let state = state_with(10_000);
+    let limiter = FailureLimiter::new(65_536);
+    let req = request(&key(42));
+    let ip = Some("192.0.2.1".parse().unwrap());
+    c.bench_function("admit/valid", |b| {
+        b.iter(|| admit(&state, black_box(&req), ip, &limiter, 1_800_000_000))
+    });
+    let Admission::Forward { route, outcome, .. } =
+        admit(&state, &req, ip, &limiter, 1_800_000_000)
+    else {
+        panic!("bench key rejected");
+    };
+    let rid = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
+    c.bench_function("rewrite_upstream_headers", |b| {
+        b.iter_batched(
+            || req.clone(),
+            |mut r| {
+                rewrite_upstream_headers(&mut r, &state, route, &outcome, &rid, ip, false).unwrap();
+                r
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+/// Loading and validating a keys file (JSON), streamed into the index.
+fn load(c: &mut Criterion) {
+    let n = if measuring() { 1_000_000 } else { 10_000 };
+    let dir = std::env::temp_dir().join(format!("keygate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut json = String::from("{\"consumers\": [");
+    for cidx in 0..n / 10 {
+        if cidx > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!("{{\"id\": \"c{cidx}\", \"keys\": ["));
+        for i in cidx * 10..cidx * 10 + 10 {
+            if i > cidx * 10 {
+                json.push(',');
+            }
+            let d = hex::encode(keygate::apikey::digest(key(i).as_bytes()));
+            json.push_str(&format!("{{\"id\": \"k{i}\", \"sha256\": \"{d}\"}}"));
+        }
+        json.push_str("]}");
+    }
+    json.push_str("]}");
+    std::fs::write(dir.join("keys.json"), json).unwrap();
+    std::fs::write(
+        dir.join("keygate.yaml"),
+        CONFIG.replace("env: UNUSED", "file: secret"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("secret"), "bench-secret-0123456789\n").unwrap();
+    let path = dir.join("keygate.yaml");
+    let mut g = c.benchmark_group("load");
+    g.sample_size(10);
+    g.bench_function(BenchmarkId::new("json_keys", n), |b| {
+        b.iter(|| {
+            let loaded = state::load(&path).unwrap();
+            assert_eq!(loaded.state.keys.len(), n);
+            loaded
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, auth_decision, request_path, load);
+criterion_main!(benches);
