@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Drive the load benchmark (see run.sh): start servers, run wrk, measure CPU per request.
+
+CPU per request is the gateway process's user+system time (from /proc/<pid>/stat) over the
+run divided by the requests wrk completed; peak RSS is VmHWM. Every gateway runs one worker
+thread pinned to CPU 0; the origin (nginx, one worker) and wrk (-t1 -c64) share CPU 1.
+"""
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KEYGATE = os.path.join(ROOT, "target/release/keygate")
+PASSTHROUGH = os.path.join(ROOT, "target/release/examples/passthrough")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+SECRET = "bench-shared-secret-0123456789abcdef"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, deadline=30):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Server:
+    def __init__(self, name, argv, port, cpu, env=None, log=None):
+        self.name, self.port = name, port
+        full_env = dict(os.environ, **(env or {}))
+        self.proc = subprocess.Popen(["taskset", "-c", str(cpu)] + argv, env=full_env,
+                                     stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL)
+        wait_port(port)
+        # taskset execs the target, so the pid is the server's own.
+        self.pid = self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+def nginx_conf(work, name, body):
+    d = os.path.join(work, name)
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  keepalive_requests 1000000;
+{body}
+}}
+""")
+    return conf
+
+
+def make_keys(work, n):
+    keys = [f"bench-{hashlib.sha256(str(i).encode()).hexdigest()[:32]}" for i in range(n)]
+    consumers = [{"id": f"c{c}", "keys": [{"id": f"k{i}", "sha256": hashlib.sha256(keys[i].encode()).hexdigest()}
+                                          for i in range(c * 10, min(n, c * 10 + 10))]}
+                 for c in range((n + 9) // 10)]
+    kpath = os.path.join(work, f"keys-{n}.json")
+    with open(kpath, "w") as f:
+        json.dump({"consumers": consumers}, f)
+    mpath = os.path.join(work, f"keys-{n}.map")
+    with open(mpath, "w") as f:
+        for i, k in enumerate(keys):
+            f.write(f'"{k}" "c{i // 10}";\n')
+    return keys, kpath, mpath
+
+
+def wrk(port, header, seconds):
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency",
+                          "-H", header, f"http://127.0.0.1:{port}/v1/items"],
+                         capture_output=True, text=True, check=True).stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def pct(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+    return {"requests": reqs, "rps": rps, "p50_ms": pct(50), "p99_ms": pct(99),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0, "errors": "Socket errors" in out}
+
+
+def measure(server, header, seconds, expect_2xx):
+    """Run wrk against `server` and charge the CPU time of `server.pid` to its requests."""
+    before = cpu_ticks(server.pid)
+    r = wrk(server.port, header, seconds)
+    used = cpu_ticks(server.pid) - before
+    r["cpu_us_per_req"] = used / TICK * 1e6 / max(r["requests"], 1)
+    r["rss_mib"] = hwm_kib(server.pid) / 1024
+    ok = (r["non2xx"] == 0) if expect_2xx else (r["non2xx"] == r["requests"] or r["non2xx"] > 0)
+    if not ok or r["errors"]:
+        print(f"  warning: {server.name}: unexpected responses: {r}", file=sys.stderr)
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--keys-large", type=int, default=100_000)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="keygate-load-")
+    servers = []
+    try:
+        origin_port = free_port()
+        origin = Server("origin", [NGINX, "-c", nginx_conf(work, "origin", f"""
+  access_log off;
+  server {{ listen 127.0.0.1:{origin_port} reuseport; keepalive_timeout 300s;
+    location / {{ if ($http_x_shared_secret != "{SECRET}") {{ return 401; }}
+                  default_type application/json; return 200 '{{"ok":true}}'; }} }}""")], origin_port, 1)
+        servers.append(origin)
+        results = {}
+        sizes = [10, args.keys_large]
+        keysets = {n: make_keys(work, n) for n in sizes}
+
+        def record(label, r):
+            results.setdefault(label, []).append(r)
+            print(f"  {label:<28} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms"
+                  f"  {r['cpu_us_per_req']:.1f} us CPU/req  RSS {r['rss_mib']:.0f} MiB", flush=True)
+
+        for rnd in range(args.rounds):
+            print(f"round {rnd + 1}/{args.rounds}", flush=True)
+            good_hdr = lambda n: f"x-api-key: {keysets[n][0][n // 2]}"
+            bad_hdr = "x-api-key: bench-not-a-valid-key-000000000000000"
+            # direct to origin (the CPU figure is the origin's own)
+            record("direct", measure(origin, f"x-shared-secret: {SECRET}", args.seconds, True))
+            # the framework floor
+            pport = free_port()
+            p = Server("passthrough", [PASSTHROUGH, f"127.0.0.1:{pport}", f"127.0.0.1:{origin_port}", "1"], pport, 0)
+            record("passthrough 200*", measure(p, f"x-shared-secret: {SECRET}", args.seconds, True))
+            p.stop()
+            for n in sizes:
+                keys, kpath, mpath = keysets[n]
+                gport = free_port()
+                ng = Server("nginx", [NGINX, "-c", nginx_conf(work, f"nginx-{n}", f"""
+  access_log {work}/nginx-{n}/access.log;
+  map_hash_max_size {max(2048, 2 * n)}; map_hash_bucket_size 128;
+  map $http_x_api_key $kg_consumer {{ default ""; include {mpath}; }}
+  upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{gport}; keepalive_timeout 300s;
+    location / {{
+      if ($kg_consumer = "") {{ add_header www-authenticate 'Bearer realm="keygate"' always;
+                               default_type application/problem+json;
+                               return 401 '{{"code":"invalid_api_key"}}'; }}
+      proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header x-api-key ""; proxy_set_header authorization "";
+      proxy_set_header x-shared-secret "{SECRET}"; proxy_set_header x-consumer-id $kg_consumer;
+      proxy_set_header x-forwarded-for $proxy_add_x_forwarded_for;
+      proxy_pass http://origin; }} }}""")], gport, 0)
+                record(f"nginx 200 ({n} keys)", measure(ng, good_hdr(n), args.seconds, True))
+                record(f"nginx 401 ({n} keys)", measure(ng, bad_hdr, args.seconds, False))
+                ng.stop()
+                kport = free_port()
+                cfg = os.path.join(work, f"keygate-{n}.yaml")
+                with open(cfg, "w") as f:
+                    f.write(f"""server: {{ listen: ["127.0.0.1:{kport}"], threads: 1, metrics_listen: "127.0.0.1:{free_port()}" }}
+secret: {{ env: KEYGATE_SHARED_SECRET }}
+auth: {{ keys_file: {kpath}, brute_force: {{ max_failures: 0 }} }}
+upstreams: {{ origin: {{ address: "127.0.0.1:{origin_port}" }} }}
+routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
+""")
+                with open(os.path.join(work, f"keygate-{n}.log"), "w") as log:
+                    kg = Server("keygate", [KEYGATE, "run", "-c", cfg], kport, 0,
+                                env={"KEYGATE_SHARED_SECRET": SECRET, "KEYGATE_LOG": "info"}, log=log)
+                    record(f"keygate 200 ({n} keys)", measure(kg, good_hdr(n), args.seconds, True))
+                    record(f"keygate 401 ({n} keys)", measure(kg, bad_hdr, args.seconds, False))
+                    kg.stop()
+
+        med = {k: {f: statistics.median(r[f] for r in v) for f in v[0] if f not in ("errors",)} for k, v in results.items()}
+        print("\n| run | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB |")
+        print("|---|---|---|---|---|---|")
+        for k, m in med.items():
+            print(f"| {k} | {m['rps']:.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | {m['cpu_us_per_req']:.1f} | {m['rss_mib']:.0f} |")
+        print()
+        floor = med["passthrough 200*"]["cpu_us_per_req"]
+        for n in sizes:
+            k2, n2 = med[f"keygate 200 ({n} keys)"]["cpu_us_per_req"], med[f"nginx 200 ({n} keys)"]["cpu_us_per_req"]
+            k4, n4 = med[f"keygate 401 ({n} keys)"]["cpu_us_per_req"], med[f"nginx 401 ({n} keys)"]["cpu_us_per_req"]
+            print(f"{n} keys: keygate/nginx CPU per request: 200 path {k2 / n2:.2f}x, 401 path {k4 / n4:.2f}x;"
+                  f" keygate/pass-through (200 path) {k2 / floor:.2f}x")
+        print("(* the pass-through forwards without any key check; 'direct' CPU is the origin's own)")
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

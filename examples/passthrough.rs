@@ -1,0 +1,53 @@
+//! The framework floor: a bare Pingora `ProxyHttp` pass-through, built with the same
+//! settings as keygate (mimalloc, threads, upstream keep-alive pool, peer timeouts),
+//! for the load benchmark to compare keygate against.
+//!
+//! Run with: `cargo run --release --example passthrough -- 127.0.0.1:8090 127.0.0.1:8000 [threads]`
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::Result;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Passthrough {
+    peer: HttpPeer,
+}
+
+#[async_trait]
+impl ProxyHttp for Passthrough {
+    type CTX = ();
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: passthrough LISTEN UPSTREAM [THREADS]");
+        std::process::exit(2);
+    };
+    let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(keygate::config::DEFAULT_THREADS);
+    let addr: SocketAddr = upstream.parse().expect("UPSTREAM is ip:port");
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    peer.options.connection_timeout = Some(Duration::from_secs(2));
+    peer.options.read_timeout = Some(Duration::from_secs(30));
+    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    let server_config = keygate::config::ServerConfig { threads, ..Default::default() };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), keygate::server::server_conf(&server_config));
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Passthrough { peer });
+    proxy.add_tcp(listen);
+    server.add_service(proxy);
+    server.run_forever();
+}
