@@ -37,14 +37,21 @@ fn main() {
         eprintln!("usage: passthrough LISTEN UPSTREAM [THREADS]");
         std::process::exit(2);
     };
-    let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(keygate::config::DEFAULT_THREADS);
+    let threads = args
+        .get(3)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(keygate::config::DEFAULT_THREADS);
     let addr: SocketAddr = upstream.parse().expect("UPSTREAM is ip:port");
     let mut peer = HttpPeer::new(addr, false, String::new());
     peer.options.connection_timeout = Some(Duration::from_secs(2));
     peer.options.read_timeout = Some(Duration::from_secs(30));
     peer.options.idle_timeout = Some(Duration::from_secs(60));
-    let server_config = keygate::config::ServerConfig { threads, ..Default::default() };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), keygate::server::server_conf(&server_config));
+    let server_config = keygate::config::ServerConfig {
+        threads,
+        ..Default::default()
+    };
+    let mut server =
+        Server::new_with_opt_and_conf(Opt::default(), keygate::server::server_conf(&server_config));
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Passthrough { peer });
     proxy.add_tcp(listen);

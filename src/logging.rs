@@ -12,6 +12,8 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -44,11 +46,105 @@ fn write_timestamp(out: &mut String) {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let secs = i64::try_from(now.as_secs()).unwrap_or(0);
-    timestamp::format_rfc3339_millis(secs, now.subsec_millis(), out);
+    // The date and time change once a second: format them once a second per thread.
+    STAMP.with(|cell| {
+        let mut stamp = cell.borrow_mut();
+        if stamp.0 != secs || stamp.1.is_empty() {
+            stamp.1.clear();
+            timestamp::format_rfc3339_millis(secs, 0, &mut stamp.1);
+            stamp.1.truncate(19);
+            stamp.0 = secs;
+        }
+        out.push_str(&stamp.1);
+    });
+    let ms = now.subsec_millis();
+    out.push('.');
+    out.push(char::from(b'0' + (ms / 100) as u8));
+    out.push(char::from(b'0' + (ms / 10 % 10) as u8));
+    out.push(char::from(b'0' + (ms % 10) as u8));
+    out.push('Z');
 }
 
 thread_local! {
     static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    static STAMP: RefCell<(i64, String)> = RefCell::new((0, String::with_capacity(24)));
+}
+
+/// Most bytes of access log a worker thread buffers before lines are dropped (and counted).
+const MAX_BUFFERED: usize = 4 << 20;
+/// How often the writer thread collects the workers' buffers.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Lines dropped because the writer could not keep up (stderr blocked); exported as a metric.
+pub static ACCESS_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+type Buffer = Arc<Mutex<Vec<u8>>>;
+
+/// Every worker thread's access-log buffer, registered once per thread.
+static BUFFERS: OnceLock<Mutex<Vec<Buffer>>> = OnceLock::new();
+
+thread_local! {
+    static MY_BUFFER: Buffer = {
+        let b: Buffer = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
+        if let Some(all) = BUFFERS.get() {
+            if let Ok(mut all) = all.lock() {
+                all.push(b.clone());
+            }
+        }
+        b
+    };
+}
+
+/// Start the thread that collects the workers' access-log buffers and writes them out,
+/// so a busy gateway pays neither a system call nor a thread wake-up per request.
+fn start_access_writer() -> Mutex<Vec<Buffer>> {
+    let _ = std::thread::Builder::new()
+        .name("keygate-log".into())
+        .spawn(|| {
+            let mut out = Vec::with_capacity(64 * 1024);
+            loop {
+                std::thread::sleep(FLUSH_INTERVAL);
+                let buffers: Vec<Buffer> = BUFFERS
+                    .get()
+                    .and_then(|all| all.lock().ok().map(|all| all.clone()))
+                    .unwrap_or_default();
+                for b in buffers {
+                    if let Ok(mut b) = b.lock() {
+                        std::mem::swap(&mut *b, &mut out);
+                    }
+                    if !out.is_empty() {
+                        let _ = std::io::stderr().write_all(&out);
+                        out.clear();
+                    }
+                }
+            }
+        });
+    Mutex::new(Vec::new())
+}
+
+/// Append one access-log line to this thread's buffer; never blocks on I/O.
+fn emit_access(f: impl FnOnce(&mut String)) {
+    if BUFFERS.get().is_none() {
+        return emit(Level::Info, ACCESS_TARGET, f);
+    }
+    LINE.with(|cell| {
+        let Ok(mut line) = cell.try_borrow_mut() else {
+            return;
+        };
+        line.clear();
+        write_timestamp(&mut line);
+        line.push_str(" INFO  keygate::access: ");
+        f(&mut line);
+        line.push('\n');
+        MY_BUFFER.with(|b| match b.lock() {
+            Ok(mut b) if b.len() + line.len() <= MAX_BUFFERED => {
+                b.extend_from_slice(line.as_bytes())
+            }
+            _ => {
+                ACCESS_DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    });
 }
 
 /// Format one line with `f` into a reused per-thread buffer and write it to stderr at once.
@@ -99,6 +195,7 @@ pub fn init() {
     if log::set_boxed_logger(Box::new(Logger { own: level })).is_ok() {
         log::set_max_level(level);
     }
+    BUFFERS.get_or_init(start_access_writer);
 }
 
 /// Write the access-log line for one finished request.
@@ -110,7 +207,7 @@ pub fn access(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u1
         return;
     }
     let req = session.req_header();
-    emit(Level::Info, ACCESS_TARGET, |line| {
+    emit_access(|line| {
         let _ = write!(line, "method={} path=", req.method);
         for c in req.uri.path().chars() {
             if c.is_ascii_graphic() && c != '"' {
@@ -137,8 +234,13 @@ pub fn access(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u1
             _ => line.push_str(" consumer=- key_id=-"),
         }
         let code = ctx.code.map_or("-", |c| c.as_str());
-        let ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
-        let _ = write!(line, " code={code} duration_ms={ms:.3} request_id=");
+        let us = ctx.start.elapsed().as_micros();
+        let _ = write!(
+            line,
+            " code={code} duration_ms={}.{:03} request_id=",
+            us / 1000,
+            us % 1000
+        );
         line.push_str(ctx.request_id.to_str().unwrap_or("-"));
         match session.client_addr().and_then(|a| a.as_inet()) {
             Some(a) => {

@@ -119,6 +119,8 @@ pub struct Metrics {
     keys_expiring: IntGauge,
     /// `keygate_key_store_bytes`: heap bytes of the key index.
     key_store_bytes: IntGauge,
+    /// `keygate_access_log_dropped_total`: access-log lines dropped because stderr was blocked.
+    access_log_dropped: IntCounter,
 }
 
 fn counter_vec(
@@ -206,6 +208,12 @@ impl Metrics {
             "Heap bytes held by the in-memory key index.",
         )?;
         r.register(Box::new(key_store_bytes.clone()))?;
+        // Brought up to the logger's own atomic count at each scrape.
+        let access_log_dropped = IntCounter::new(
+            "keygate_access_log_dropped_total",
+            "Access-log lines dropped because the log writer could not keep up.",
+        )?;
+        r.register(Box::new(access_log_dropped.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new("keygate_build_info", "Build information; always 1."),
             &["version"],
@@ -237,6 +245,7 @@ impl Metrics {
             keys,
             keys_expiring,
             key_store_bytes,
+            access_log_dropped,
         })
     }
 
@@ -322,6 +331,11 @@ impl Metrics {
         self.keys_expiring.set(soon as i64);
         self.key_store_bytes
             .set(i64::try_from(state.keys.heap_bytes()).unwrap_or(i64::MAX));
+        let dropped = crate::logging::ACCESS_DROPPED.load(std::sync::atomic::Ordering::Relaxed);
+        let seen = self.access_log_dropped.get();
+        if dropped > seen {
+            self.access_log_dropped.inc_by(dropped - seen);
+        }
     }
 
     /// The exposition in Prometheus text format.

@@ -42,12 +42,7 @@ const MAX_DRAIN_BYTES: u64 = 64 * 1024;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
-static X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
-static X_CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential-identifier");
-static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
 static PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 static TRUE: HeaderValue = HeaderValue::from_static("true");
@@ -245,7 +240,7 @@ pub fn new_request_id() -> HeaderValue {
         u64::from_le_bytes(b)
     });
     let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let (hi, lo) = (splitmix64(seed), splitmix64(seed ^ n.rotate_left(32) ^ n));
+    let (hi, lo) = (splitmix64(!seed), splitmix64(seed.wrapping_add(n)));
     let mut buf = [0u8; 32];
     for (i, byte) in hi
         .to_be_bytes()
@@ -302,24 +297,31 @@ pub fn rewrite_upstream_headers(
         }
     }
     // 2. Nothing the client sent under keygate's own header names survives.
-    req.remove_header(&state.secret.header);
-    for h in IDENTITY_HEADERS {
-        req.remove_header(h);
+    // One pass over the names first: spoofing is rare, and each removal costs a lookup.
+    let spoofed = req
+        .headers
+        .keys()
+        .any(|k| *k == state.secret.header || IDENTITY_HEADERS.contains(&k.as_str()));
+    if spoofed {
+        req.remove_header(&state.secret.header);
+        for h in IDENTITY_HEADERS {
+            req.remove_header(h);
+        }
     }
-    req.insert_header(state.secret.header.clone(), state.secret.value.clone())?;
+    req.insert_header(state.secret.header_case.clone(), state.secret.value.clone())?;
     match *outcome {
         AuthOutcome::Consumer { key, consumer, .. } => {
             if let Some(c) = state.consumers.get(consumer as usize) {
-                req.insert_header(X_CONSUMER_ID.clone(), c.id_header.clone())?;
+                req.insert_header("x-consumer-id", c.id_header.clone())?;
                 if let Some(n) = &c.name_header {
-                    req.insert_header(X_CONSUMER_USERNAME.clone(), n.clone())?;
+                    req.insert_header("x-consumer-username", n.clone())?;
                 }
             }
             if let Some(id) = state.keys.id_header(key) {
-                req.insert_header(X_CREDENTIAL_IDENTIFIER.clone(), id)?;
+                req.insert_header("x-credential-identifier", id)?;
             }
         }
-        _ => req.insert_header(X_ANONYMOUS_CONSUMER.clone(), TRUE.clone())?,
+        _ => req.insert_header("x-anonymous-consumer", TRUE.clone())?,
     }
     // 3. Forwarding headers.
     if let Some(ip) = client_ip {
@@ -334,10 +336,10 @@ pub fn rewrite_upstream_headers(
         }
         use std::fmt::Write;
         let _ = write!(xff, "{ip}");
-        req.insert_header(X_FORWARDED_FOR.clone(), xff)?;
+        req.insert_header("x-forwarded-for", xff)?;
     }
     req.insert_header(
-        X_FORWARDED_PROTO.clone(),
+        "x-forwarded-proto",
         if tls { HTTPS.clone() } else { HTTP.clone() },
     )?;
     let host = req
@@ -349,12 +351,12 @@ pub fn rewrite_upstream_headers(
         .flatten()
         .or_else(|| req.headers.get(header::HOST).cloned());
     match host {
-        Some(h) => req.insert_header(X_FORWARDED_HOST.clone(), h)?,
+        Some(h) => req.insert_header("x-forwarded-host", h)?,
         None => {
             req.remove_header(&X_FORWARDED_HOST);
         }
     }
-    req.insert_header(X_REQUEST_ID.clone(), request_id.clone())?;
+    req.insert_header("x-request-id", request_id.clone())?;
     if let Some(route) = state.routes.get(route) {
         if let Some(h) = state
             .upstreams
@@ -375,7 +377,7 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Res
     resp.insert_header(header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(header::CACHE_CONTROL, NO_STORE.clone())?;
-    resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+    resp.insert_header("x-request-id", ctx.request_id.clone())?;
     if let Some(challenge) = code.www_authenticate() {
         resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
     }
@@ -561,7 +563,7 @@ impl ProxyHttp for ApiKeyProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())
+        upstream_response.insert_header("x-request-id", ctx.request_id.clone())
     }
 
     async fn fail_to_proxy(

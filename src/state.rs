@@ -349,6 +349,8 @@ impl KeyIndex {
 pub struct Secret {
     /// Header name.
     pub header: HeaderName,
+    /// The same name as shared bytes, for inserting without a copy per request.
+    pub header_case: Bytes,
     /// Header value, marked sensitive.
     pub value: HeaderValue,
 }
@@ -929,7 +931,11 @@ fn build_with(
         upstreams,
         consumers,
         keys: index,
-        secret: Secret { header, value },
+        secret: Secret {
+            header_case: Bytes::copy_from_slice(header.as_str().as_bytes()),
+            header,
+            value,
+        },
         sources,
         handles: Handles::default(),
         limits: Limits {

@@ -184,8 +184,8 @@ def main():
   upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 128; }}
   server {{ listen 127.0.0.1:{gport}; keepalive_timeout 300s;
     location / {{
+      default_type application/problem+json;
       if ($kg_consumer = "") {{ add_header www-authenticate 'Bearer realm="keygate"' always;
-                               default_type application/problem+json;
                                return 401 '{{"code":"invalid_api_key"}}'; }}
       proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header x-api-key ""; proxy_set_header authorization "";
