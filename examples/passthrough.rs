@@ -2,7 +2,10 @@
 //! settings as keygate (mimalloc, threads, upstream keep-alive pool, peer timeouts),
 //! for the load benchmark to compare keygate against.
 //!
-//! Run with: `cargo run --release --example passthrough -- 127.0.0.1:8090 127.0.0.1:8000 [threads]`
+//! With `reject` as the fourth argument it answers every request with a fixed 401 written
+//! in `request_filter` (keep-alive kept), the floor for keygate's rejection path.
+//!
+//! Run with: `cargo run --release --example passthrough -- 127.0.0.1:8090 127.0.0.1:8000 [threads] [reject]`
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,12 +22,26 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Passthrough {
     peer: HttpPeer,
+    reject: bool,
 }
 
 #[async_trait]
 impl ProxyHttp for Passthrough {
     type CTX = ();
     fn new_ctx(&self) {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        if !self.reject {
+            return Ok(false);
+        }
+        let body = bytes::Bytes::from_static(br#"{"code":"invalid_api_key"}"#);
+        let mut resp = pingora::http::ResponseHeader::build(401, Some(2))?;
+        resp.insert_header("content-type", "application/problem+json")?;
+        resp.insert_header("content-length", body.len())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         Ok(Box::new(self.peer.clone()))
@@ -34,7 +51,7 @@ impl ProxyHttp for Passthrough {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: passthrough LISTEN UPSTREAM [THREADS]");
+        eprintln!("usage: passthrough LISTEN UPSTREAM [THREADS] [reject]");
         std::process::exit(2);
     };
     let threads = args
@@ -53,7 +70,10 @@ fn main() {
     let mut server =
         Server::new_with_opt_and_conf(Opt::default(), keygate::server::server_conf(&server_config));
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Passthrough { peer });
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Passthrough {
+            peer,
+            reject: args.get(4).is_some_and(|a| a == "reject"),
+        });
     proxy.add_tcp(listen);
     server.add_service(proxy);
     server.run_forever();

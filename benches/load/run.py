@@ -174,6 +174,10 @@ def main():
             p = Server("passthrough", [PASSTHROUGH, f"127.0.0.1:{pport}", f"127.0.0.1:{origin_port}", "1"], pport, 0)
             record("passthrough 200*", measure(p, f"x-shared-secret: {SECRET}", args.seconds, True))
             p.stop()
+            rport = free_port()
+            p = Server("pingora-401", [PASSTHROUGH, f"127.0.0.1:{rport}", f"127.0.0.1:{origin_port}", "1", "reject"], rport, 0)
+            record("pingora 401 floor*", measure(p, "x-api-key: whatever", args.seconds, False))
+            p.stop()
             for n in sizes:
                 keys, kpath, mpath = keysets[n]
                 gport = free_port()
@@ -218,12 +222,14 @@ routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
             print(f"| {k} | {m['rps']:.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | {m['cpu_us_per_req']:.1f} | {m['rss_mib']:.0f} |")
         print()
         floor = med["passthrough 200*"]["cpu_us_per_req"]
+        floor401 = med["pingora 401 floor*"]["cpu_us_per_req"]
         for n in sizes:
             k2, n2 = med[f"keygate 200 ({n} keys)"]["cpu_us_per_req"], med[f"nginx 200 ({n} keys)"]["cpu_us_per_req"]
             k4, n4 = med[f"keygate 401 ({n} keys)"]["cpu_us_per_req"], med[f"nginx 401 ({n} keys)"]["cpu_us_per_req"]
             print(f"{n} keys: keygate/nginx CPU per request: 200 path {k2 / n2:.2f}x, 401 path {k4 / n4:.2f}x;"
-                  f" keygate/pass-through (200 path) {k2 / floor:.2f}x")
-        print("(* the pass-through forwards without any key check; 'direct' CPU is the origin's own)")
+                  f" keygate/Pingora floor: 200 path {k2 / floor:.2f}x, 401 path {k4 / floor401:.2f}x")
+        print("(* Pingora floors: a bare ProxyHttp that forwards with no key check, and one that answers"
+              " a fixed 401 from request_filter; 'direct' CPU is the origin's own)")
     finally:
         for s in servers:
             s.stop()
