@@ -15,6 +15,10 @@ use keygate::proxy::{admit, rewrite_upstream_headers, Admission};
 use keygate::state::{self, State};
 use pingora::http::RequestHeader;
 
+// The same allocator as the keygate binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONFIG: &str = r#"
 secret: { env: UNUSED }
 auth: { keys_file: keys.json }

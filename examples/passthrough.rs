@@ -70,10 +70,13 @@ fn main() {
     let mut server =
         Server::new_with_opt_and_conf(Opt::default(), keygate::server::server_conf(&server_config));
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Passthrough {
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        Passthrough {
             peer,
             reject: args.get(4).is_some_and(|a| a == "reject"),
-        });
+        },
+    );
     proxy.add_tcp(listen);
     server.add_service(proxy);
     server.run_forever();

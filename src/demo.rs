@@ -124,7 +124,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             warnings: Vec::new(),
         },
         None,
-        || {},
+        Default::default(),
     )
     .map_err(|e| setup(&e))?;
 

@@ -8,12 +8,26 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use keygate::cli::{self, Cli, Command};
+use keygate::reload::LoadHooks;
 use keygate::{demo, logging, server, state};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EX_USAGE: u8 = 64;
+
+/// Nice value of the reload thread: it yields to request threads whenever they run.
+const RELOAD_NICE: libc::c_int = 10;
+
+/// Lower the calling thread's priority (Linux: `setpriority` on a thread id sets that thread).
+fn background_priority() {
+    // SAFETY: plain syscalls with integer arguments; no memory is shared with the kernel.
+    #[allow(unsafe_code)]
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, RELOAD_NICE);
+    }
+}
 
 /// Give memory freed by a configuration load back to the OS.
 ///
@@ -48,7 +62,11 @@ fn main() -> ExitCode {
             for w in &loaded.warnings {
                 log::warn!("{w}");
             }
-            match server::assemble(loaded, Some(cli.config.clone()), release_memory) {
+            let hooks = LoadHooks {
+                release_memory,
+                background_priority,
+            };
+            match server::assemble(loaded, Some(cli.config.clone()), hooks) {
                 Ok(a) => {
                     log::info!(
                         "keygate {} starting with {}",

@@ -24,7 +24,7 @@ pub struct Reloader {
     shared: SharedState,
     metrics: Arc<Metrics>,
     running: Config,
-    release_memory: fn(),
+    hooks: LoadHooks,
 }
 
 impl Reloader {
@@ -34,54 +34,64 @@ impl Reloader {
         shared: SharedState,
         metrics: Arc<Metrics>,
         running: Config,
-        release_memory: fn(),
+        hooks: LoadHooks,
     ) -> Self {
         Reloader {
             config_path,
             shared,
             metrics,
             running,
-            release_memory,
+            hooks,
         }
     }
 
     /// Load the files again and swap the new state in; on failure keep the old one.
     pub async fn reload(&self) -> bool {
-        let path = self.config_path.clone();
-        let release = self.release_memory;
+        let (path, metrics, hooks) = (self.config_path.clone(), self.metrics.clone(), self.hooks);
         let started = std::time::Instant::now();
-        // Loading parses large files: keep it off the request threads.
-        let result = tokio::task::spawn_blocking(move || {
-            let loaded = state::load(&path);
-            release();
-            loaded
-        })
-        .await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Parse on a thread of its own, at low priority: a million-key file takes about a
+        // second of CPU, which must come from idle time, not from the request threads.
+        let spawned = std::thread::Builder::new()
+            .name("keygate-reload".into())
+            .spawn(move || {
+                (hooks.background_priority)();
+                let result = state::load(&path).map(|mut loaded| {
+                    loaded.state.handles = metrics.handles_for(&loaded.state);
+                    let c = loaded.state.key_counts(timestamp::now_unix());
+                    (loaded, c)
+                });
+                (hooks.release_memory)();
+                let _ = tx.send(result);
+            });
+        let result = match spawned {
+            Ok(_) => rx.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         match result {
-            Ok(Ok(Loaded {
-                config,
-                mut state,
-                warnings,
-            })) => {
+            Ok(Ok((loaded, c))) => {
+                let Loaded {
+                    config,
+                    state,
+                    warnings,
+                } = loaded;
                 for w in &warnings {
                     warn!(target: "keygate::reload", "{w}");
                 }
                 for field in restart_only_changes(&self.running, &config) {
                     warn!(target: "keygate::reload", "{field} changed; this setting requires a restart and keeps its running value");
                 }
-                let c = state.key_counts(timestamp::now_unix());
                 let summary = format!(
                     "routes={} upstreams={} consumers={} keys_active={} keys_expired={} keys_disabled={}",
                     state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled
                 );
-                state.handles = self.metrics.handles_for(&state);
                 let old = self.shared.swap(Arc::new(state));
                 self.metrics.load_succeeded(true);
                 info!(target: "keygate::reload", "configuration reloaded in {} ms: {summary}", started.elapsed().as_millis());
                 // Free the previous state off the async thread once in-flight requests let go.
                 tokio::task::spawn_blocking(move || {
                     drop(old);
-                    release();
+                    (hooks.release_memory)();
                 });
                 true
             }
@@ -92,9 +102,28 @@ impl Reloader {
             }
             Err(e) => {
                 self.metrics.reload_failed();
-                warn!(target: "keygate::reload", "configuration reload failed, still serving the previous configuration: {e}");
+                warn!(target: "keygate::reload", "configuration reload failed, still serving the previous configuration: the loader thread failed: {e}");
                 false
             }
+        }
+    }
+}
+
+/// Process-level actions around a configuration load. The binary supplies them: they
+/// need FFI calls that this library, which forbids `unsafe`, does not make itself.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadHooks {
+    /// Give memory the parser freed back to the OS (called on the loading thread).
+    pub release_memory: fn(),
+    /// Lower the calling thread's scheduling priority (called on the loading thread).
+    pub background_priority: fn(),
+}
+
+impl Default for LoadHooks {
+    fn default() -> Self {
+        LoadHooks {
+            release_memory: || {},
+            background_priority: || {},
         }
     }
 }

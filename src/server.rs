@@ -11,7 +11,7 @@ use pingora::services::background::background_service;
 use crate::config::{resolve_relative, ServerConfig};
 use crate::metrics::{Metrics, MetricsApp};
 use crate::proxy::ApiKeyProxy;
-use crate::reload::Reloader;
+use crate::reload::{LoadHooks, Reloader};
 use crate::state::{Loaded, SharedState};
 
 /// Errors while assembling the server (after the configuration was validated).
@@ -54,12 +54,12 @@ pub struct Assembled {
 /// Build the server: the proxy on every listener, plus the SIGHUP reloader when the
 /// configuration came from a file.
 ///
-/// `release_memory` is called on the loading thread after each reload, so memory the
-/// parse freed goes back to the OS instead of staying cached by the allocator.
+/// `hooks` run on the loading thread of each reload (lower its priority, hand freed
+/// memory back to the OS).
 pub fn assemble(
     loaded: Loaded,
     config_path: Option<PathBuf>,
-    release_memory: fn(),
+    hooks: LoadHooks,
 ) -> Result<Assembled, ServerError> {
     let Loaded {
         config, mut state, ..
@@ -110,13 +110,7 @@ pub fn assemble(
         server.add_service(service);
     }
     if let Some(path) = config_path {
-        let reloader = Reloader::new(
-            path,
-            shared.clone(),
-            metrics.clone(),
-            config.clone(),
-            release_memory,
-        );
+        let reloader = Reloader::new(path, shared.clone(), metrics.clone(), config.clone(), hooks);
         server.add_service(background_service("keygate reloader", reloader));
     }
     Ok(Assembled {

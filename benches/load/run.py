@@ -138,11 +138,69 @@ def measure(server, header, seconds, expect_2xx):
     return r
 
 
+def reload_under_load(work, origin_port, args):
+    """p99 latency with and without SIGHUP reloads of a large keys file, under load."""
+    n = args.reload_keys
+    keys, kpath, _ = make_keys(work, n)
+    kport = free_port()
+    cfg = os.path.join(work, "keygate-reload.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""server: {{ listen: ["127.0.0.1:{kport}"], threads: 1, metrics_listen: "" }}
+secret: {{ env: KEYGATE_SHARED_SECRET }}
+auth: {{ keys_file: {kpath}, brute_force: {{ max_failures: 0 }} }}
+upstreams: {{ origin: {{ address: "127.0.0.1:{origin_port}" }} }}
+routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
+""")
+    log_path = os.path.join(work, "keygate-reload.log")
+    with open(log_path, "w") as log:
+        kg = Server("keygate", [KEYGATE, "run", "-c", cfg], kport, 0,
+                    env={"KEYGATE_SHARED_SECRET": SECRET, "KEYGATE_LOG": "info"}, log=log)
+        header = f"x-api-key: {keys[n // 3]}"
+        seconds = 15
+        base = wrk(kport, header, seconds)
+        # One reload of the whole file, two seconds into a saturating run on the same core.
+        proc = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency",
+                                 "-H", header, f"http://127.0.0.1:{kport}/v1/items"],
+                                stdout=subprocess.PIPE, text=True)
+        time.sleep(2)
+        kg.proc.send_signal(signal.SIGHUP)
+        reloads = 1
+        out = proc.communicate()[0]
+        took = []
+        for _ in range(600):
+            with open(log_path) as f:
+                took = re.findall(r"configuration reloaded in (\d+) ms", f.read())
+            if took:
+                break
+            time.sleep(0.05)
+        # The same reload with the gateway idle.
+        kg.proc.send_signal(signal.SIGHUP)
+        for _ in range(600):
+            with open(log_path) as f:
+                idle = re.findall(r"configuration reloaded in (\d+) ms", f.read())
+            if len(idle) > len(took):
+                break
+            time.sleep(0.05)
+        kg.stop()
+    took = took + idle[len(took):]
+    def p99(text):
+        m = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", text)
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    print(f"\nreload under load ({n} keys; reload took {took[0] if took else '?'} ms under saturating load,"
+          f" {took[1] if len(took) > 1 else '?'} ms idle):"
+          f" p99 {base['p99_ms']:.3f} ms without reloads, {p99(out):.3f} ms with"
+          f" ({p99(out) / base['p99_ms']:.2f}x); failed requests during reloads: {non2xx.group(1) if non2xx else 0}")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="0: only the reload-under-load phase")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--keys-large", type=int, default=100_000)
+    ap.add_argument("--reload-keys", type=int, default=1_000_000,
+                    help="keys for the reload-under-load phase (0 skips it)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="keygate-load-")
     servers = []
@@ -214,6 +272,11 @@ routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
                     record(f"keygate 200 ({n} keys)", measure(kg, good_hdr(n), args.seconds, True))
                     record(f"keygate 401 ({n} keys)", measure(kg, bad_hdr, args.seconds, False))
                     kg.stop()
+
+        if args.reload_keys:
+            reload_under_load(work, origin_port, args)
+        if not results:
+            return
 
         med = {k: {f: statistics.median(r[f] for r in v) for f in v[0] if f not in ("errors",)} for k, v in results.items()}
         print("\n| run | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB |")
