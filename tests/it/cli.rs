@@ -14,18 +14,9 @@ fn check_accepts_a_good_config_and_summarises_it() {
         &config("127.0.0.1:9".parse().unwrap()).replace("{listen}", "127.0.0.1:1"),
     );
     dir.write("keys.yaml", &k.yaml);
-    let out = keygate()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .env("KEYGATE_SHARED_SECRET", SECRET)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = keygate_with_config(&["check"], &cfg);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
         stdout.contains(
             "ok: 4 routes, 1 upstreams, 3 consumers, keys: 3 active, 1 expired, 2 disabled"
@@ -53,12 +44,7 @@ fn check_names_file_line_and_field() {
             .replace("auth: optional", "auth: optional, strip: true"),
     );
     dir.write("keys.yaml", &k.yaml);
-    let out = keygate()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .env("KEYGATE_SHARED_SECRET", SECRET)
-        .output()
-        .unwrap();
+    let out = keygate_with_config(&["check"], &cfg);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("keygate.yaml:14:"), "{err}");
@@ -73,12 +59,7 @@ fn check_names_file_line_and_field() {
         "keys.yaml",
         &format!("{}  - id: acme\n    routes: [nope]\n    keys: []\n", k.yaml),
     );
-    let out = keygate()
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .env("KEYGATE_SHARED_SECRET", SECRET)
-        .output()
-        .unwrap();
+    let out = keygate_with_config(&["check"], &cfg);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -128,15 +109,12 @@ fn secret_from_file_with_trailing_newline() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    dir.write("secret", &format!("{SECRET}\n"));
-    let port = free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let cfg = config(origin.addr)
-        .replace("{listen}", &addr.to_string())
-        .replace("env: KEYGATE_SHARED_SECRET", "file: secret");
-    let cfg = dir.write("keygate.yaml", &cfg);
-    dir.write("keys.yaml", &k.yaml);
-    let gw = Gateway::spawn(&dir, cfg, addr, &[]);
+    let gw = Gateway::start_with_secret_file(
+        &dir,
+        &config(origin.addr),
+        &k.yaml,
+        &format!("{SECRET}\n"),
+    );
     assert_eq!(
         get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]).status(),
         200
@@ -254,17 +232,9 @@ fn demo_answers_200_with_the_key_and_401_without() {
 #[test]
 fn shipped_example_config_checks_ok() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/keygate.yaml");
-    let out = keygate()
-        .args(["check", "--config", cfg])
-        .env("KEYGATE_SHARED_SECRET", SECRET)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = keygate_with_config(&["check"], std::path::Path::new(cfg));
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
         stdout.contains("ok: 1 routes, 1 upstreams, 1 consumers"),
         "{stdout}"

@@ -508,7 +508,43 @@ pub fn keygate() -> Command {
     c
 }
 
+/// Run `keygate ARGS --config CONFIG` with the test secret in the environment.
+pub fn keygate_with_config(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    keygate()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("KEYGATE_SHARED_SECRET", SECRET)
+        .output()
+        .unwrap()
+}
+
+/// The text of a command's standard output and error.
+pub fn texts(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 impl Gateway {
+    /// Start keygate reading its secret from a file holding `secret_file` (not the environment).
+    pub fn start_with_secret_file(
+        dir: &TestDir,
+        config: &str,
+        keys: &str,
+        secret_file: &str,
+    ) -> Gateway {
+        dir.write("secret", secret_file);
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = config
+            .replace("{listen}", &addr.to_string())
+            .replace("env: KEYGATE_SHARED_SECRET", "file: secret");
+        let config = dir.write("keygate.yaml", &config);
+        dir.write("keys.yaml", keys);
+        Gateway::spawn(dir, config, addr, &[])
+    }
+
     /// Start keygate with `config` (YAML text, `{listen}` is replaced by a free address) and `keys`.
     pub fn start(dir: &TestDir, config: &str, keys: &str) -> Gateway {
         let port = free_port();

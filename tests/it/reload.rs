@@ -126,15 +126,7 @@ fn sighup_rotates_the_shared_secret() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    dir.write("secret", SECRET);
-    let port = free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let cfg = config(origin.addr)
-        .replace("{listen}", &addr.to_string())
-        .replace("env: KEYGATE_SHARED_SECRET", "file: secret");
-    let cfg = dir.write("keygate.yaml", &cfg);
-    dir.write("keys.yaml", &k.yaml);
-    let gw = Gateway::spawn(&dir, cfg, addr, &[]);
+    let gw = Gateway::start_with_secret_file(&dir, &config(origin.addr), &k.yaml, SECRET);
     assert_eq!(
         get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]).status(),
         200
