@@ -7,6 +7,7 @@
 //!
 //! - [`config`]: the YAML files as written (strict, located errors);
 //! - [`state`]: the validated runtime snapshot the request path reads;
+//! - [`keystore`]: the key index (O(1) by digest, about 70 bytes per key);
 //! - [`path`]: request-path normalization before routing;
 //! - [`auth`]: the pure authentication decision;
 //! - [`limiter`]: brute-force resistance per client address;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod keystore;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;

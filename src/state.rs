@@ -8,7 +8,6 @@
 //! mutated; a reload builds a new one and swaps it in ([`SharedState`]).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,13 +18,12 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
-use subtle::ConstantTimeEq;
 
-use crate::apikey::Digest;
 use crate::config::{
     resolve_relative, AuthMode, Config, ConfigError, ConsumerConfig, KeysFile, Location, Problem,
     SecretConfig,
 };
+use crate::keystore::{decode_digest, KeyIndex, KeyIndexBuilder};
 use crate::metrics::Handles;
 use crate::timestamp;
 
@@ -117,231 +115,6 @@ impl Consumer {
         self.allowed
             .as_ref()
             .is_none_or(|a| a.get(route).copied().unwrap_or(false))
-    }
-}
-
-/// One key in the index: 56 bytes, no per-key heap allocation.
-#[derive(Debug, Clone)]
-pub struct KeyEntry {
-    /// The full SHA-256 digest, confirmed in constant time.
-    pub digest: Digest,
-    /// Expiry in Unix seconds; `i64::MAX` when none.
-    pub expires_at: i64,
-    /// Index into [`State::consumers`].
-    pub consumer: u32,
-    id_off: u32,
-    id_len: u16,
-    /// This key is disabled.
-    pub disabled: bool,
-}
-
-/// A hasher for digest prefixes: SHA-256 output is already uniform, so use it as is.
-#[derive(Default)]
-pub struct PrefixHasher(u64);
-
-impl Hasher for PrefixHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// A fast hasher for key ids during validation. The ids come from the operator's
-/// own files, so hash flooding is not a concern, and SipHash cost a third of the
-/// time of loading a million keys.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // FNV-1a over 8-byte words, then a final avalanche.
-        let mut h = self.0 ^ 0xcbf2_9ce4_8422_2325;
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0000_0100_0000_01b3);
-            h ^= h >> 29;
-        }
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        self.0 = h ^ (h >> 33);
-    }
-}
-
-/// Decode 64 hex characters (either case) into a digest; false when malformed.
-pub fn decode_digest(hex: &[u8], out: &mut Digest) -> bool {
-    /// Nibble value of each byte; 0xff for non-hex.
-    const NIBBLE: [u8; 256] = {
-        let mut t = [0xffu8; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            t[b'A' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    };
-    if hex.len() != 64 {
-        return false;
-    }
-    let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
-        bad |= hi | lo;
-        *o = (hi << 4) | (lo & 0x0f);
-    }
-    // Valid nibbles are < 16, so any 0xff shows in the high bits.
-    bad & 0xf0 == 0
-}
-
-fn prefix(d: &Digest) -> u64 {
-    let mut p = [0u8; 8];
-    p.copy_from_slice(&d[..8]);
-    u64::from_le_bytes(p)
-}
-
-/// An open-addressing table of entry indices, probed by the digest's first 8 bytes.
-///
-/// Four bytes per slot and at most half full: a million keys take 8 MiB here, against
-/// 34 MiB for a `HashMap<u64, u32>`. SHA-256 output is uniform, so the prefix is the hash.
-#[derive(Debug, Default)]
-struct DigestTable {
-    slots: Vec<u32>,
-    len: usize,
-}
-
-const EMPTY: u32 = u32::MAX;
-
-impl DigestTable {
-    fn with_capacity(n: usize) -> Self {
-        let size = (n.max(4) * 2).next_power_of_two();
-        DigestTable {
-            slots: vec![EMPTY; size],
-            len: 0,
-        }
-    }
-
-    /// The index of the entry whose digest starts like `d`, if any.
-    fn find(&self, entries: &[KeyEntry], d: &Digest) -> Option<u32> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let mask = self.slots.len() - 1;
-        let want = prefix(d);
-        let mut i = want as usize & mask;
-        loop {
-            let idx = self.slots[i];
-            if idx == EMPTY {
-                return None;
-            }
-            if entries
-                .get(idx as usize)
-                .is_some_and(|e| prefix(&e.digest) == want)
-            {
-                return Some(idx);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Insert entry `idx` (whose prefix is not in the table yet), growing at half load.
-    fn insert(&mut self, entries: &[KeyEntry], idx: u32) {
-        if (self.len + 1) * 2 > self.slots.len() {
-            let mut bigger = DigestTable::with_capacity(self.slots.len().max(4));
-            for &old in self.slots.iter().filter(|&&i| i != EMPTY) {
-                bigger.place(entries, old);
-            }
-            *self = DigestTable {
-                len: self.len,
-                ..bigger
-            };
-        }
-        self.place(entries, idx);
-        self.len += 1;
-    }
-
-    fn place(&mut self, entries: &[KeyEntry], idx: u32) {
-        let mask = self.slots.len() - 1;
-        let mut i = entries.get(idx as usize).map_or(0, |e| prefix(&e.digest)) as usize & mask;
-        while self.slots[i] != EMPTY {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = idx;
-    }
-}
-
-/// The key store: O(1) lookup by digest, compact (about 70 bytes per key).
-#[derive(Debug, Default)]
-pub struct KeyIndex {
-    table: DigestTable,
-    entries: Vec<KeyEntry>,
-    ids: Bytes,
-}
-
-impl KeyIndex {
-    /// Find the key whose digest equals `d`; the final comparison is constant-time.
-    pub fn lookup(&self, d: &Digest) -> Option<(u32, &KeyEntry)> {
-        // Probing compares 8-byte prefixes, which an attacker cannot steer (they would need
-        // SHA-256 preimages); the full digest is then confirmed in constant time.
-        let idx = self.table.find(&self.entries, d)?;
-        let entry = self.entries.get(idx as usize)?;
-        bool::from(entry.digest.ct_eq(d)).then_some((idx, entry))
-    }
-
-    /// The key's configured id.
-    pub fn id(&self, idx: u32) -> &str {
-        self.entries
-            .get(idx as usize)
-            .and_then(|e| {
-                let start = e.id_off as usize;
-                let raw = self.ids.get(start..start + usize::from(e.id_len))?;
-                std::str::from_utf8(raw).ok()
-            })
-            .unwrap_or("")
-    }
-
-    /// The key's id as a header value, sharing the id arena (no copy).
-    pub fn id_header(&self, idx: u32) -> Option<HeaderValue> {
-        let e = self.entries.get(idx as usize)?;
-        let start = e.id_off as usize;
-        HeaderValue::from_maybe_shared(self.ids.slice(start..start + usize::from(e.id_len))).ok()
-    }
-
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether there are no keys.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// All entries, for counting and gauges.
-    pub fn entries(&self) -> &[KeyEntry] {
-        &self.entries
-    }
-
-    /// Heap bytes held by the index: table slots, entries and ids.
-    pub fn heap_bytes(&self) -> usize {
-        self.table.slots.capacity() * std::mem::size_of::<u32>()
-            + self.entries.capacity() * std::mem::size_of::<KeyEntry>()
-            + self.ids.len()
     }
 }
 
@@ -951,16 +724,6 @@ fn build_with(
     })
 }
 
-/// A 128-bit hash of a key id, for duplicate detection without keeping a million strings.
-/// Two different ids colliding is a 2^-128 event; no adversary writes the keys file.
-fn id_hash(id: &[u8]) -> u128 {
-    let mut a = IdHasher(0);
-    a.write(id);
-    let mut b = IdHasher(0x9e37_79b9_7f4a_7c15);
-    b.write(id);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
-}
-
 /// Builds consumers and the key index one consumer at a time, collecting problems.
 struct KeysBuilder<'a> {
     file: &'a Path,
@@ -968,10 +731,7 @@ struct KeysBuilder<'a> {
     n_routes: usize,
     consumers: Vec<Consumer>,
     consumer_ids: HashSet<String>,
-    key_ids: HashSet<u128, BuildHasherDefault<PrefixHasher>>,
-    entries: Vec<KeyEntry>,
-    table: DigestTable,
-    ids: Vec<u8>,
+    index: KeyIndexBuilder,
     problems: Problems,
 }
 
@@ -988,10 +748,7 @@ impl<'a> KeysBuilder<'a> {
             n_routes,
             consumers: Vec::new(),
             consumer_ids: HashSet::new(),
-            key_ids: HashSet::with_capacity_and_hasher(capacity, Default::default()),
-            entries: Vec::with_capacity(capacity),
-            table: DigestTable::with_capacity(capacity),
-            ids: Vec::with_capacity(capacity * 12),
+            index: KeyIndexBuilder::with_capacity(capacity),
             problems: Problems { list: Vec::new() },
         }
     }
@@ -1050,7 +807,7 @@ impl<'a> KeysBuilder<'a> {
                 );
                 continue;
             }
-            if !self.key_ids.insert(id_hash(k.id.as_bytes())) {
+            if !self.index.insert_id(&k.id) {
                 p.add(kp, kf(".id"), format!("key id `{}` is used twice", k.id));
             }
             let mut digest = [0u8; 32];
@@ -1074,40 +831,21 @@ impl<'a> KeysBuilder<'a> {
                 }
                 None => i64::MAX,
             };
-            if let Some(other) = self.table.find(&self.entries, &digest) {
-                let other = &self.entries[other as usize];
-                let other_id = std::str::from_utf8(
-                    &self.ids[other.id_off as usize..][..usize::from(other.id_len)],
-                )
-                .unwrap_or("");
-                if other.digest == digest {
-                    p.add(
-                        kp,
-                        kf(".sha256"),
-                        format!("the same key digest is already used by key `{other_id}`"),
-                    );
+            if let Some((other_id, same)) = self.index.conflict(&digest) {
+                let message = if same {
+                    format!("the same key digest is already used by key `{other_id}`")
                 } else {
-                    p.add(kp, kf(".sha256"), format!("digest collides with key `{other_id}` in its first 8 bytes; generate a new key"));
-                }
+                    format!("digest collides with key `{other_id}` in its first 8 bytes; generate a new key")
+                };
+                p.add(kp, kf(".sha256"), message);
                 continue;
             }
-            let (Ok(idx), Ok(id_off)) = (
-                u32::try_from(self.entries.len()),
-                u32::try_from(self.ids.len()),
-            ) else {
+            if !self
+                .index
+                .push(digest, expires_at, consumer_idx, &k.id, k.disabled)
+            {
                 p.add(kp, kf(""), "too many keys");
-                continue;
-            };
-            self.ids.extend_from_slice(k.id.as_bytes());
-            self.entries.push(KeyEntry {
-                digest,
-                expires_at,
-                consumer: consumer_idx,
-                id_off,
-                id_len: k.id.len() as u16,
-                disabled: k.disabled,
-            });
-            self.table.insert(&self.entries, idx);
+            }
         }
         self.consumers.push(Consumer {
             id: c.id.clone(),
@@ -1118,24 +856,8 @@ impl<'a> KeysBuilder<'a> {
         });
     }
 
-    fn finish(mut self) -> (Vec<Consumer>, KeyIndex, Problems) {
-        drop(self.key_ids);
-        self.entries.shrink_to_fit();
-        // The capacity hint may have over-sized the table: rebuild it at the real size.
-        if self.table.slots.len() > (self.entries.len().max(4) * 2).next_power_of_two() {
-            let mut table = DigestTable::with_capacity(self.entries.len());
-            for idx in 0..self.entries.len() as u32 {
-                table.insert(&self.entries, idx);
-            }
-            self.table = table;
-        }
-        self.ids.shrink_to_fit();
-        let index = KeyIndex {
-            table: self.table,
-            entries: self.entries,
-            ids: Bytes::from(self.ids),
-        };
-        (self.consumers, index, self.problems)
+    fn finish(self) -> (Vec<Consumer>, KeyIndex, Problems) {
+        (self.consumers, self.index.finish(), self.problems)
     }
 }
 
@@ -1209,51 +931,6 @@ consumers:
             Path::new("keys.yaml"),
             b"0123456789abcdef",
         )
-    }
-
-    #[test]
-    fn digest_table_grows_and_finds_every_key() {
-        let mut entries = Vec::new();
-        let mut table = DigestTable::default();
-        for i in 0..10_000u32 {
-            entries.push(KeyEntry {
-                digest: crate::apikey::digest(&i.to_le_bytes()),
-                expires_at: i64::MAX,
-                consumer: 0,
-                id_off: 0,
-                id_len: 0,
-                disabled: false,
-            });
-            table.insert(&entries, i);
-        }
-        assert!(table.slots.len() >= 2 * entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            assert_eq!(table.find(&entries, &e.digest), Some(i as u32));
-        }
-        for i in 10_000u32..20_000 {
-            assert_eq!(
-                table.find(&entries, &crate::apikey::digest(&i.to_le_bytes())),
-                None
-            );
-        }
-        assert_eq!(
-            DigestTable::default().find(&entries, &entries[0].digest),
-            None
-        );
-    }
-
-    #[test]
-    fn digests_decode_in_either_case_and_reject_junk() {
-        let d = crate::apikey::digest(b"x");
-        let mut out = [0u8; 32];
-        assert!(decode_digest(hex::encode(d).as_bytes(), &mut out));
-        assert_eq!(out, d);
-        assert!(decode_digest(hex::encode_upper(d).as_bytes(), &mut out));
-        assert_eq!(out, d);
-        assert!(!decode_digest(b"zz", &mut out));
-        let mut bad = hex::encode(d).into_bytes();
-        bad[63] = b'g';
-        assert!(!decode_digest(&bad, &mut out));
     }
 
     #[test]
