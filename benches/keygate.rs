@@ -8,10 +8,11 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue};
+use keygate::admission::{admit, Admission};
 use keygate::auth::{self, AuthOutcome};
 use keygate::config::{Config, ConsumerConfig, KeyConfig, KeysFile};
 use keygate::limiter::FailureLimiter;
-use keygate::proxy::{admit, rewrite_upstream_headers, Admission};
+use keygate::proxy::rewrite_upstream_headers;
 use keygate::state::{self, State};
 use pingora::http::RequestHeader;
 

@@ -8,6 +8,7 @@
 //! - [`config`]: the YAML files as written (strict, located errors);
 //! - [`state`]: the validated runtime snapshot the request path reads;
 //! - [`keystore`]: the key index (O(1) by digest, about 70 bytes per key);
+//! - [`admission`]: the request decision (limits, path, route, brute force, auth);
 //! - [`path`]: request-path normalization before routing;
 //! - [`auth`]: the pure authentication decision;
 //! - [`limiter`]: brute-force resistance per client address;
@@ -24,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod apikey;
 pub mod auth;
 pub mod cli;
