@@ -3,6 +3,8 @@
 //! `cargo bench --bench keygate` measures; `cargo test --all-targets` runs each benchmark
 //! once as a smoke test (with smaller key sets, so CI stays quick).
 
+#![allow(clippy::unwrap_used)] // benchmark setup: a failed unwrap is a broken benchmark
+
 use std::hint::black_box;
 use std::path::Path;
 

@@ -1,4 +1,5 @@
 //! Integration tests: the real keygate binary on loopback in front of a real origin.
+#![allow(clippy::unwrap_used)] // test harness code: a failed unwrap is a failed test
 
 // Servers, client and certificates shared by every test.
 mod harness;
