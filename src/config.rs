@@ -409,20 +409,23 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     if text.trim_start().starts_with('{') {
         match serde_json::from_str(text) {
             Ok(v) => return Ok(v),
-            Err(e) if e.is_data() => {
-                return Err(ConfigError::Invalid(vec![Problem {
-                    at: Location {
-                        file: file.to_path_buf(),
-                        line_col: Some((e.line(), e.column())),
-                        field: String::new(),
-                    },
-                    message: strip_position(e.to_string()),
-                }]))
-            }
+            Err(e) if e.is_data() => return Err(json_error(&e, file)),
             Err(_) => {}
         }
     }
     serde_yaml::from_str(text).map_err(|e| yaml_error(e, file))
+}
+
+/// A serde_json error as a located problem: file, line/column, message.
+fn json_error(e: &serde_json::Error, file: &Path) -> ConfigError {
+    ConfigError::Invalid(vec![Problem {
+        at: Location {
+            file: file.to_path_buf(),
+            line_col: Some((e.line(), e.column())),
+            field: String::new(),
+        },
+        message: strip_position(e.to_string()),
+    }])
 }
 
 /// A serde_yaml error as a located problem: file, line/column, field path, message.
@@ -509,16 +512,7 @@ pub fn for_each_consumer(
             Ok(()) => return Ok(()),
             // Not JSON after all (flow-style YAML): parse it as YAML from the start.
             Err(e) if e.is_syntax() && delivered == 0 => {}
-            Err(e) => {
-                return Err(ConfigError::Invalid(vec![Problem {
-                    at: Location {
-                        file: file.to_path_buf(),
-                        line_col: Some((e.line(), e.column())),
-                        field: String::new(),
-                    },
-                    message: strip_position(e.to_string()),
-                }]))
-            }
+            Err(e) => return Err(json_error(&e, file)),
         }
     }
     let de = serde_yaml::Deserializer::from_str(text);
