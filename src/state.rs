@@ -232,6 +232,14 @@ pub fn load(config_path: &Path) -> Result<Loaded, ConfigError> {
     let config = Config::load(config_path)?;
     let keys_path = resolve_relative(config_path, &config.auth.keys_file);
     let keys_text = crate::config::read(&keys_path)?;
+    if keys_text.trim().is_empty() {
+        // Most likely caught between truncation and write: never read it as "no keys".
+        return Err(ConfigError::one(
+            &keys_path,
+            "",
+            "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
+        ));
+    }
     let secret = read_secret(&config.secret, config_path)?;
     let mut warnings = Vec::new();
     if secret.len() < 16 {

@@ -101,6 +101,7 @@ fn broken_variants(good_yaml: &str, late: &str) -> Vec<(&'static str, String)> {
         ("half-written", half),
         ("cut mid-token", cut_token),
         ("truncated to nothing useful", "consumers: [".to_string()),
+        ("truncated to nothing at all", String::new()),
     ]
 }
 
@@ -223,7 +224,9 @@ fn sighup_storm_with_traffic_fails_nothing_and_ends_on_the_last_file() {
     let t = std::time::Instant::now();
     for i in 0..300 {
         if i == 150 {
-            dir.write("keys.yaml", &final_yaml);
+            // Replace the file atomically, as editors and config management do.
+            dir.write("keys.yaml.new", &final_yaml);
+            std::fs::rename(dir.path("keys.yaml.new"), dir.path("keys.yaml")).unwrap();
         }
         gw.signal("HUP");
     }
