@@ -16,6 +16,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EX_USAGE: u8 = 64;
 
+/// Ignore SIGHUP until the reloader installs its handler: its default action would kill
+/// the process, and a `systemctl reload` can arrive while keygate is still starting.
+fn ignore_sighup_until_ready() {
+    // SAFETY: installs the predefined SIG_IGN disposition; no handler code runs.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
 /// Nice value of the reload thread: it yields to request threads whenever they run.
 const RELOAD_NICE: libc::c_int = 10;
 
@@ -51,6 +61,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Run => {
+            ignore_sighup_until_ready();
             let loaded = match state::load(&cli.config) {
                 Ok(l) => l,
                 Err(e) => {

@@ -179,6 +179,7 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
+        info!(target: "keygate::reload", "ready to reload the configuration on SIGHUP");
         loop {
             tokio::select! {
                 _ = hup.recv() => {

@@ -580,6 +580,8 @@ impl Gateway {
             stderr,
         };
         g.wait_ready(addr);
+        // Signals sent before the reloader listens would be ignored: wait for it too.
+        g.wait_log("ready to reload the configuration on SIGHUP", 1);
         g
     }
 

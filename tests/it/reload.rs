@@ -204,3 +204,50 @@ fn sigterm_lets_in_flight_requests_finish() {
     let r = inflight.join().unwrap();
     assert_eq!(r.status(), 200, "{}", r.text());
 }
+
+#[test]
+fn sighup_during_startup_does_not_kill_keygate() {
+    let dir = TestDir::new();
+    let origin = Origin::start();
+    let k = keys();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = dir.write(
+        "keygate.yaml",
+        &config(origin.addr).replace("{listen}", &addr.to_string()),
+    );
+    dir.write("keys.yaml", &k.yaml);
+    let mut child = keygate()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("KEYGATE_SHARED_SECRET", SECRET)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Signal while it is still starting, as an early `systemctl reload` would.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let pid = child.id().to_string();
+    for _ in 0..5 {
+        let _ = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "keygate died of an early SIGHUP"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keygate never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        get(addr, "/v1", &[("x-api-key", &k.plain["good"])]).status(),
+        200
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
