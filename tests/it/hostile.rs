@@ -97,7 +97,11 @@ fn malformed_credentials_get_precise_401s_and_never_reach_the_origin() {
         assert!(r.text().contains(code), "{headers:?}: {}", r.text());
     }
     // Control bytes inside a header value break HTTP framing: 400, connection closed.
-    for bad in [&b"x-api-key: abc\rdef\r\n"[..], b"x-api-key: abc\0def\r\n"] {
+    for bad in [
+        &b"x-api-key: abc\rdef\r\n"[..],
+        b"x-api-key: abc\ndef\r\n",
+        b"x-api-key: abc\0def\r\n",
+    ] {
         let mut req = b"GET /v1 HTTP/1.1\r\nHost: gateway.test\r\n".to_vec();
         req.extend_from_slice(bad);
         req.extend_from_slice(b"\r\n");
@@ -371,11 +375,15 @@ fn brute_force_is_throttled_per_address() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    let cfg = config(origin.addr).replace(
-        "auth:\n  keys_file: keys.yaml\n",
-        "auth:\n  keys_file: keys.yaml\n  brute_force: { max_failures: 5, window_seconds: 3600 }\n",
-    );
-    let gw = Gateway::start(&dir, &cfg, &k.yaml);
+    let maddr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = config(origin.addr)
+        .replace(
+            "auth:\n  keys_file: keys.yaml\n",
+            "auth:\n  keys_file: keys.yaml\n  brute_force: { max_failures: 5, window_seconds: 3600 }\n",
+        )
+        .replace("metrics_listen: \"\"", &format!("metrics_listen: \"{maddr}\""));
+    let mut gw = Gateway::start(&dir, &cfg, &k.yaml);
+    gw.wait_ready(maddr);
     let mut c = Client::connect(gw.addr);
     for _ in 0..5 {
         assert_eq!(c.get("/v1", &[("x-api-key", "guess")]).status(), 401);
@@ -401,4 +409,15 @@ fn brute_force_is_throttled_per_address() {
     );
     // auth: none routes are not throttled.
     assert_eq!(c.get("/public/x", &[]).status(), 200);
+    // Blocked attempts are counted.
+    let text = scrape_until(maddr, r#"keygate_auth_total{result="blocked"}"#, 1.0);
+    assert_eq!(
+        sample(&text, r#"keygate_auth_total{result="blocked"}"#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"keygate_auth_total{result="invalid"}"#),
+        5.0
+    );
 }
