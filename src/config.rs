@@ -480,11 +480,6 @@ impl KeysFile {
     pub fn from_yaml(text: &str, file: &Path) -> Result<KeysFile, ConfigError> {
         parse_yaml(text, file)
     }
-
-    /// Read and parse `keys.yaml`.
-    pub fn load(path: &Path) -> Result<KeysFile, ConfigError> {
-        KeysFile::from_yaml(&read(path)?, path)
-    }
 }
 
 /// Hand each consumer of a keys file to `f` as soon as it is parsed, so a file with a

@@ -117,7 +117,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
         secret.as_bytes(),
     )
     .map_err(|e| setup(&e))?;
-    let mut assembled = server::assemble(
+    let mut gateway = server::assemble(
         Loaded {
             config,
             state,
@@ -134,7 +134,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
         DemoOrigin::new(header, secret.into_bytes()),
     );
     origin.add_tcp(&origin_addr.to_string());
-    assembled.server.add_service(origin);
+    gateway.add_service(origin);
 
     println!(
         "keygate demo: gateway on http://{addr} in front of a built-in origin on http://{origin_addr}\n\
@@ -149,5 +149,5 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
          \x20 curl -i http://{origin_addr}/hello                                # 401 from the origin itself: no secret\n\n\
          Press Ctrl-C to stop."
     );
-    assembled.server.run_forever();
+    gateway.run_forever();
 }

@@ -78,13 +78,13 @@ fn main() -> ExitCode {
                 background_priority,
             };
             match server::assemble(loaded, Some(cli.config.clone()), hooks) {
-                Ok(a) => {
+                Ok(gateway) => {
                     log::info!(
                         "keygate {} starting with {}",
                         env!("CARGO_PKG_VERSION"),
                         cli.config.display()
                     );
-                    a.server.run_forever()
+                    gateway.run_forever()
                 }
                 Err(e) => {
                     eprintln!("keygate: {e}");

@@ -41,17 +41,7 @@ pub fn server_conf(s: &ServerConfig) -> ServerConf {
     }
 }
 
-/// Everything `run` needs besides the loaded configuration.
-pub struct Assembled {
-    /// The server, ready for `run_forever`.
-    pub server: Server,
-    /// The state handle the proxy reads (the reloader swaps it).
-    pub shared: SharedState,
-    /// The metric families.
-    pub metrics: Arc<Metrics>,
-}
-
-/// Build the server: the proxy on every listener, plus the SIGHUP reloader when the
+/// Build the server, ready for `run_forever`: the proxy on every listener, plus the SIGHUP reloader when the
 /// configuration came from a file.
 ///
 /// `hooks` run on the loading thread of each reload (lower its priority, hand freed
@@ -60,7 +50,7 @@ pub fn assemble(
     loaded: Loaded,
     config_path: Option<PathBuf>,
     hooks: LoadHooks,
-) -> Result<Assembled, ServerError> {
+) -> Result<Server, ServerError> {
     let Loaded {
         config, mut state, ..
     } = loaded;
@@ -113,9 +103,5 @@ pub fn assemble(
         let reloader = Reloader::new(path, shared.clone(), metrics.clone(), config.clone(), hooks);
         server.add_service(background_service("keygate reloader", reloader));
     }
-    Ok(Assembled {
-        server,
-        shared,
-        metrics,
-    })
+    Ok(server)
 }
