@@ -82,26 +82,14 @@ fn missing_secret_refuses_to_start() {
             .replace("{listen}", &format!("127.0.0.1:{}", free_port())),
     );
     dir.write("keys.yaml", &k.yaml);
-    let out = keygate()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_refused(&cfg, &[]);
     assert!(err.contains("refusing to start"), "{err}");
     assert!(
         err.contains("secret.env: environment variable KEYGATE_SHARED_SECRET is not set"),
         "{err}"
     );
-    let out = keygate()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("KEYGATE_SHARED_SECRET", "")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is empty"));
+    let err = run_refused(&cfg, &[("KEYGATE_SHARED_SECRET", "")]);
+    assert!(err.contains("is empty"), "{err}");
 }
 
 #[test]

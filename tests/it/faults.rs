@@ -159,13 +159,7 @@ fn unreadable_secret_file_at_start_refuses_to_start() {
         .replace("env: KEYGATE_SHARED_SECRET", "file: missing-secret");
     let cfg = dir.write("keygate.yaml", &cfg);
     dir.write("keys.yaml", &k.yaml);
-    let out = keygate()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_refused(&cfg, &[]);
     assert!(
         err.contains("secret.file: cannot read secret file"),
         "{err}"

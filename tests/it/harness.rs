@@ -519,6 +519,28 @@ pub fn keygate_with_config(args: &[&str], config: &std::path::Path) -> std::proc
         .unwrap()
 }
 
+/// Run `keygate run` on `config` (with `env`) expecting it to refuse to start: exit 64.
+/// Returns what it printed on stderr.
+pub fn run_refused(config: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = keygate()
+        .args(["run", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    err
+}
+
+/// The standard config with upstream `origin` reached over TLS, trusting `ca_file`.
+pub fn tls_origin_config(origin: SocketAddr, ca_file: &str) -> String {
+    config(origin).replace(
+        &format!("address: \"{origin}\","),
+        &format!("address: \"{origin}\", tls: true, sni: localhost, ca_file: {ca_file},"),
+    )
+}
+
 /// The text of a command's standard output and error.
 pub fn texts(out: &std::process::Output) -> (String, String) {
     (

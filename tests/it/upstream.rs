@@ -56,13 +56,7 @@ fn tls_origin_with_private_ca() {
     let origin = Origin::start_with(Some(&pki), OriginMode::Normal);
     dir.write("origin-ca.pem", &pki.ca_pem);
     let k = keys();
-    let cfg = config(origin.addr).replace(
-        &format!("address: \"{}\",", origin.addr),
-        &format!(
-            "address: \"{}\", tls: true, sni: localhost, ca_file: origin-ca.pem,",
-            origin.addr
-        ),
-    );
+    let cfg = tls_origin_config(origin.addr, "origin-ca.pem");
     let gw = Gateway::start(&dir, &cfg, &k.yaml);
     let r = get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]);
     assert_eq!(r.status(), 200, "{}\n{}", r.text(), gw.log());
@@ -77,13 +71,7 @@ fn tls_origin_with_unknown_ca_is_refused() {
     let origin = Origin::start_with(Some(&pki), OriginMode::Normal);
     dir.write("wrong-ca.pem", &other.ca_pem);
     let k = keys();
-    let cfg = config(origin.addr).replace(
-        &format!("address: \"{}\",", origin.addr),
-        &format!(
-            "address: \"{}\", tls: true, sni: localhost, ca_file: wrong-ca.pem,",
-            origin.addr
-        ),
-    );
+    let cfg = tls_origin_config(origin.addr, "wrong-ca.pem");
     let gw = Gateway::start(&dir, &cfg, &k.yaml);
     let r = get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]);
     assert_eq!(r.status(), 502, "{}", r.text());
