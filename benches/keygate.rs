@@ -13,8 +13,9 @@ use http::{HeaderMap, HeaderValue};
 use keygate::admission::{admit, Admission};
 use keygate::auth::{self, AuthOutcome};
 use keygate::config::{Config, ConsumerConfig, KeyConfig, KeysFile};
+use keygate::forwarded;
 use keygate::limiter::FailureLimiter;
-use keygate::proxy::rewrite_upstream_headers;
+use keygate::proxy::{rewrite_upstream_headers, Rewrite};
 use keygate::state::{self, State};
 use pingora::http::RequestHeader;
 
@@ -131,17 +132,27 @@ fn request_path(c: &mut Criterion) {
     c.bench_function("admit/valid", |b| {
         b.iter(|| admit(&state, black_box(&req), ip, &limiter, 1_800_000_000))
     });
-    let Admission::Forward { route, outcome, .. } =
-        admit(&state, &req, ip, &limiter, 1_800_000_000)
-    else {
+    let Admission::Forward(forward) = admit(&state, &req, ip, &limiter, 1_800_000_000) else {
         panic!("bench key rejected");
     };
     let rid = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
+    let client = forwarded::client(ip, &req.headers, &state.trusted_proxies);
     c.bench_function("rewrite_upstream_headers", |b| {
         b.iter_batched(
             || req.clone(),
             |mut r| {
-                rewrite_upstream_headers(&mut r, &state, route, &outcome, &rid, ip, false).unwrap();
+                let fwd =
+                    forwarded::forwarded(&r.headers, &client, false, Some(8080), Some(b"api.test"));
+                rewrite_upstream_headers(
+                    &mut r,
+                    Rewrite {
+                        state: &state,
+                        forward: &forward,
+                        request_id: &rid,
+                        forwarded: fwd,
+                    },
+                )
+                .unwrap();
                 r
             },
             criterion::BatchSize::SmallInput,

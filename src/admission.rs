@@ -1,16 +1,17 @@
 //! Admission: everything `request_filter` decides before a request may go upstream.
 //!
 //! [`admit`] takes the parsed request head and the state and returns an
-//! [`Admission`]: forward (with the route, the identity and, when the path was
-//! normalized, the new target) or reject (with the problem code). It is pure apart
-//! from counting failures in the brute-force table, so unit tests and benches call it
-//! directly. Request ids are made here too.
+//! [`Admission`]: forward (with the route, the identity, the canonical host and,
+//! when it changed, the canonical target) or reject (with the problem code). It is
+//! pure apart from counting failures in the brute-force table and the auth
+//! metrics, so unit tests and benches call it directly. Request ids are made here too.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
+use pingora::protocols::http::authority::{raw_target_authority, RawTargetAuthority};
 
 use crate::auth::{self, AuthOutcome, Rejection};
 use crate::config::AuthMode;
@@ -21,19 +22,28 @@ use crate::state::State;
 /// Longest accepted incoming `x-request-id`.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// A request admitted for the origin: where it goes, as whom, and what changes on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The matched route.
+    pub route: usize,
+    /// The authentication outcome (consumer or anonymous).
+    pub outcome: AuthOutcome,
+    /// New origin-form target (canonical path and query), when it differs from the
+    /// request's.
+    pub target: Option<Vec<u8>>,
+    /// The canonical `host[:port]` (empty when the request named no host).
+    pub host: HeaderValue,
+    /// Whether `host` must replace the request's `Host` (it was not canonical, or the
+    /// request used the absolute form).
+    pub host_changed: bool,
+}
+
 /// What `request_filter` decided for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// Forward on `route`; `target` replaces the request target when the path was
-    /// normalized or the request used the absolute form.
-    Forward {
-        /// The matched route.
-        route: usize,
-        /// The authentication outcome (consumer or anonymous).
-        outcome: AuthOutcome,
-        /// New origin-form target (path and query), if it changed.
-        target: Option<Vec<u8>>,
-    },
+    /// Forward to the origin.
+    Forward(Forward),
     /// Answer with this code; `route` and `outcome` when known (for metrics and logs).
     Reject {
         /// Why.
@@ -58,16 +68,37 @@ fn reject(code: Code) -> Admission {
 
 /// Approximate size of the request line and headers as received.
 fn header_bytes(req: &RequestHeader) -> usize {
-    let line =
-        req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
     req.headers
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
-/// Decide what happens to a request: limits, path, route, brute-force block, authentication.
+/// The raw authority a request names: its `Host` header, else an absolute-form target's.
 ///
-/// Pure apart from counting a failed authentication in `limiter`.
+/// # Errors
+/// [`Code::BadRequest`] for several `Host` fields or an HTTP/1.1 request without one
+/// (RFC 9112 §3.2).
+fn raw_authority(req: &RequestHeader) -> Result<Option<&[u8]>, Code> {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(Code::BadRequest),
+        (Some(h), None) => Ok(Some(h.as_bytes())),
+        (None, _) => match raw_target_authority(req.raw_path()).authority() {
+            Some(a) => Ok(Some(a)),
+            None if req.version >= http::Version::HTTP_11 => Err(Code::BadRequest),
+            None => Ok(None),
+        },
+    }
+}
+
+/// Decide what happens to a request: limits, canonical host and path, route,
+/// brute-force block, authentication.
+///
+/// Inputs: the state, the parsed request head, the client address (after
+/// trusted proxies, see [`crate::forwarded`]), the brute-force table and the
+/// current time in Unix seconds. Pure apart from counting a failed
+/// authentication in `limiter` and the authentication metrics in `state.handles`.
 pub fn admit(
     state: &State,
     req: &RequestHeader,
@@ -81,27 +112,63 @@ pub fn admit(
     {
         return reject(Code::HeadersTooLarge);
     }
-    let path = req.uri.path().as_bytes();
-    let normalized = match crate::path::normalize(path) {
+    // TRACE (and IIS's TRACK) make the origin echo the request, shared secret included.
+    if req.method == http::Method::TRACE || req.method.as_str() == "TRACK" {
+        return reject(Code::MethodNotAllowed);
+    }
+    let raw_host = match raw_authority(req) {
+        Ok(h) => h,
+        Err(code) => return reject(code),
+    };
+    let authority = match raw_host
+        .filter(|h| !h.is_empty())
+        .map(crate::host::canonical)
+    {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => return reject(Code::InvalidHost),
+    };
+    let raw = req.raw_path();
+    let (pq, absolute_form) = match raw_target_authority(raw) {
+        RawTargetAuthority::Absolute { path_and_query, .. } => (path_and_query, true),
+        _ => (raw, false),
+    };
+    let (path, query) = match pq.iter().position(|&b| b == b'?') {
+        Some(i) => (&pq[..i], Some(&pq[i + 1..])),
+        None => (pq, None),
+    };
+    // "http://host" and "http://host?q" have an empty path: origin-form anchors it at "/".
+    let path = if absolute_form && path.is_empty() {
+        &b"/"[..]
+    } else {
+        path
+    };
+    let canonical = match crate::path::canonical(path) {
         Ok(n) => n,
         Err(_) => return reject(Code::InvalidPath),
     };
-    let path = normalized.as_deref().unwrap_or(path);
-    let Some(route) = state.route(request_host(req), path) else {
+    let path = canonical.as_deref().unwrap_or(path);
+    let host = authority.as_ref().map_or(&b""[..], |a| a.host());
+    let Some(route) = state.route(host, path) else {
         return reject(Code::RouteNotFound);
     };
     // Pingora keeps an absolute-form target (`GET http://host/path`) verbatim for the
     // wire; forward origin-form so the origin sees exactly the path routed here.
-    let absolute_form = !req.raw_path().starts_with(b"/");
-    let target = if normalized.is_some() || absolute_form {
+    let target = (canonical.is_some() || absolute_form).then(|| {
         let mut t = path.to_vec();
-        if let Some(q) = req.uri.query() {
+        if let Some(q) = query {
             t.push(b'?');
-            t.extend_from_slice(q.as_bytes());
+            t.extend_from_slice(q);
         }
-        Some(t)
-    } else {
-        None
+        t
+    });
+    let host_value = authority
+        .as_ref()
+        .and_then(|a| HeaderValue::from_bytes(a.as_bytes()).ok())
+        .unwrap_or(HeaderValue::from_static(""));
+    let host_changed = match (raw_host, &authority) {
+        (Some(raw), Some(a)) => raw != a.as_bytes() || !req.headers.contains_key(header::HOST),
+        _ => false,
     };
     let mode = state
         .routes
@@ -144,11 +211,13 @@ pub fn admit(
                 retry_after: None,
             }
         }
-        outcome => Admission::Forward {
+        outcome => Admission::Forward(Forward {
             route,
             outcome,
             target,
-        },
+            host: host_value,
+            host_changed,
+        }),
     }
 }
 
@@ -195,31 +264,136 @@ pub fn new_request_id() -> HeaderValue {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// The request's host without port, from the URI authority or the `Host` header.
-pub fn request_host(req: &RequestHeader) -> &[u8] {
-    let raw = match req.uri.host() {
-        Some(h) => h.as_bytes(),
-        None => req
-            .headers
-            .get(header::HOST)
-            .map_or(&b""[..], HeaderValue::as_bytes),
-    };
-    strip_port(raw)
-}
-
-fn strip_port(h: &[u8]) -> &[u8] {
-    if let Some(rest) = h.strip_prefix(b"[") {
-        return rest.split(|&b| b == b']').next().unwrap_or(rest);
-    }
-    match h.iter().rposition(|&b| b == b':') {
-        Some(i) => &h[..i],
-        None => h,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, KeysFile};
+    use std::path::Path;
+
+    fn state() -> State {
+        let c = Config::from_yaml(
+            r#"
+secret: { env: UNUSED }
+auth: { keys_file: keys.yaml }
+upstreams:
+  o: { address: "127.0.0.1:1" }
+  iis: { address: "127.0.0.1:2", case_insensitive_paths: true }
+routes:
+  - { name: admin, path_prefix: /admin, upstream: o, auth: required }
+  - { name: win, path_prefix: /Win, upstream: iis, auth: required }
+  - { name: api, host: api.test, path_prefix: /, upstream: o, auth: required }
+  - { name: open, path_prefix: /, upstream: o, auth: none }
+"#,
+            Path::new("c"),
+        )
+        .unwrap();
+        let k = KeysFile::from_yaml("consumers: []", Path::new("k")).unwrap();
+        crate::state::build(
+            &c,
+            Path::new("c"),
+            &k,
+            Path::new("k"),
+            b"secret-secret-secret",
+        )
+        .unwrap()
+    }
+
+    fn request(target: &[u8], hosts: &[&str], version: http::Version) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", target, None).unwrap();
+        r.set_version(version);
+        for h in hosts {
+            r.append_header(header::HOST, *h).unwrap();
+        }
+        r
+    }
+
+    fn decide(target: &str, hosts: &[&str]) -> Admission {
+        let limiter = FailureLimiter::new(1024);
+        admit(
+            &state(),
+            &request(target.as_bytes(), hosts, http::Version::HTTP_11),
+            None,
+            &limiter,
+            0,
+        )
+    }
+
+    fn code(a: &Admission) -> Option<Code> {
+        match a {
+            Admission::Reject { code, .. } => Some(*code),
+            Admission::Forward(_) => None,
+        }
+    }
+
+    #[test]
+    fn admission_table() {
+        use Code::*;
+        let table: &[(&str, &[&str], Option<Code>)] = &[
+            ("/x", &["gateway.test"], None),
+            ("/admin/x", &["gateway.test"], Some(MissingApiKey)),
+            ("/%61dmin/x", &["gateway.test"], Some(MissingApiKey)),
+            ("/public/../admin", &["gateway.test"], Some(MissingApiKey)),
+            ("/x", &["api.test."], Some(MissingApiKey)),
+            ("/x", &["API.TEST:80"], Some(MissingApiKey)),
+            ("/x", &["api.test.:080"], Some(MissingApiKey)),
+            ("/WIN/x", &["gateway.test"], Some(MissingApiKey)),
+            ("/win", &["gateway.test"], Some(MissingApiKey)),
+            ("/ADMIN/x", &["gateway.test"], None),
+            ("/x", &["a..b"], Some(InvalidHost)),
+            ("/x", &["user@api.test"], Some(InvalidHost)),
+            ("/x", &["api.test:65536"], Some(InvalidHost)),
+            ("/x", &["a", "b"], Some(BadRequest)),
+            ("/x", &[], Some(BadRequest)),
+            ("/admin;x/y", &["gateway.test"], Some(InvalidPath)),
+            ("/a%2fb", &["gateway.test"], Some(InvalidPath)),
+            ("http://api.test/x", &[], Some(MissingApiKey)),
+            ("http://gateway.test", &[], None),
+        ];
+        let limiter = FailureLimiter::new(1024);
+        for m in ["TRACE", "TRACK"] {
+            let mut r = request(b"/x", &["gateway.test"], http::Version::HTTP_11);
+            r.set_method(http::Method::from_bytes(m.as_bytes()).unwrap());
+            assert_eq!(
+                code(&admit(&state(), &r, None, &limiter, 0)),
+                Some(MethodNotAllowed),
+                "{m}"
+            );
+        }
+        for (target, hosts, want) in table {
+            assert_eq!(code(&decide(target, hosts)), *want, "{target} {hosts:?}");
+        }
+    }
+
+    #[test]
+    fn forward_carries_the_canonical_target_and_host() {
+        let Admission::Forward(f) = decide("/%7euser/./x//y?q=%61", &["Gateway.Test.:080"]) else {
+            panic!("rejected")
+        };
+        assert_eq!(f.target.as_deref(), Some(&b"/~user/x/y?q=%61"[..]));
+        assert_eq!(f.host, "gateway.test:80");
+        assert!(f.host_changed);
+        let Admission::Forward(f) = decide("/x?y", &["gateway.test"]) else {
+            panic!("rejected")
+        };
+        assert_eq!(f.target, None);
+        assert!(!f.host_changed);
+        let Admission::Forward(f) = decide("http://gateway.test/x?q", &[]) else {
+            panic!("rejected")
+        };
+        assert_eq!(f.target.as_deref(), Some(&b"/x?q"[..]));
+        assert_eq!(f.host, "gateway.test");
+        assert!(
+            f.host_changed,
+            "Host must be set from the absolute-form authority"
+        );
+        // HTTP/1.0 may omit Host.
+        let limiter = FailureLimiter::new(1024);
+        let r = request(b"/x", &[], http::Version::HTTP_10);
+        assert!(matches!(
+            admit(&state(), &r, None, &limiter, 0),
+            Admission::Forward(_)
+        ));
+    }
 
     #[test]
     fn request_ids() {
@@ -233,12 +407,5 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(valid_request_id(a.as_bytes()));
-    }
-
-    #[test]
-    fn host_port_stripping() {
-        assert_eq!(strip_port(b"example.com:8080"), b"example.com");
-        assert_eq!(strip_port(b"example.com"), b"example.com");
-        assert_eq!(strip_port(b"[::1]:8080"), b"::1");
     }
 }

@@ -130,6 +130,27 @@ pub fn extract<'a>(headers: &'a HeaderMap, sources: &[Source]) -> Credential<'a>
     }
 }
 
+/// Bitmask of the sources (bit `i` for source `i`) that carry something keygate reads
+/// as one of its own credentials: a `kg_`-prefixed key, or any key whose digest is in
+/// the index whatever its state. On `auth: none` routes keygate forwards without
+/// checking keys, but never forwards one of these; other values (a `Basic`
+/// credential, an origin's own token) pass through.
+pub fn keygate_credentials(state: &State, headers: &HeaderMap) -> u32 {
+    let mut mask = 0u32;
+    for (i, source) in state.sources.iter().enumerate().take(32) {
+        for v in headers.get_all(&source.header) {
+            if let Some(Ok(key)) = value_key(source, v.as_bytes()) {
+                if apikey::shape(key) != Shape::Foreign
+                    || state.keys.lookup(&apikey::digest(key)).is_some()
+                {
+                    mask |= 1 << i;
+                }
+            }
+        }
+    }
+    mask
+}
+
 /// Check a presented key against the state for `route` at time `now` (Unix seconds).
 pub fn check_key(state: &State, route: usize, key: &[u8], sources: u32, now: i64) -> AuthOutcome {
     if apikey::shape(key) == Shape::Corrupt {

@@ -35,6 +35,10 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT_SECONDS: u64 = 60;
 pub const DEFAULT_CLIENT_BODY_TIMEOUT_SECONDS: u64 = 30;
 /// Default limit on the request line plus headers, in bytes.
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+/// Default time allowed for a whole request head, in seconds.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT_SECONDS: u64 = 30;
+/// Default minimum request-body rate, in bytes per second (as Apache's `mod_reqtimeout`).
+pub const DEFAULT_CLIENT_BODY_MIN_RATE_BYTES_PER_SECOND: u64 = 500;
 /// Default limit on the number of request headers.
 pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
 /// Default failed authentications allowed per client address per window.
@@ -168,6 +172,16 @@ pub struct ServerConfig {
     pub keepalive_timeout_seconds: u64,
     /// Longest wait, in seconds, for the next piece of a request body. Default 30.
     pub client_body_timeout_seconds: u64,
+    /// Seconds allowed from the first byte of a request head (the connection's start,
+    /// for the first request) to its end; past it keygate answers 408. Default 30.
+    pub client_header_timeout_seconds: u64,
+    /// Minimum request-body rate in bytes per second: the time keygate waits on the
+    /// client for a body may not exceed `client_body_timeout_seconds` plus one second
+    /// per this many bytes received; 0 disables. Default 500.
+    pub client_body_min_rate_bytes_per_second: u64,
+    /// Proxies (CIDR blocks or addresses) whose `X-Forwarded-*` headers are believed.
+    /// Default none: keygate is the first hop.
+    pub trusted_proxies: Vec<String>,
     /// Request line plus headers larger than this get 431. Default 32768.
     pub max_request_header_bytes: usize,
     /// More request headers than this get 431. Default 100.
@@ -185,6 +199,9 @@ impl Default for ServerConfig {
             upstream_keepalive_pool_size: DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE,
             keepalive_timeout_seconds: DEFAULT_KEEPALIVE_TIMEOUT_SECONDS,
             client_body_timeout_seconds: DEFAULT_CLIENT_BODY_TIMEOUT_SECONDS,
+            client_header_timeout_seconds: DEFAULT_CLIENT_HEADER_TIMEOUT_SECONDS,
+            client_body_min_rate_bytes_per_second: DEFAULT_CLIENT_BODY_MIN_RATE_BYTES_PER_SECOND,
+            trusted_proxies: Vec::new(),
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
         }
@@ -307,6 +324,11 @@ pub struct UpstreamConfig {
     /// Read timeout (time between bytes from the origin) in milliseconds. Default 30000.
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// The origin matches paths without regard to ASCII case (IIS, ASP.NET Core,
+    /// Express's default router): routes to it then match their `path_prefix` the
+    /// same way, so `/ADMIN` cannot slip past a `/admin` route. Default false.
+    #[serde(default)]
+    pub case_insensitive_paths: bool,
 }
 
 fn default_connect_timeout_ms() -> u64 {

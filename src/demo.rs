@@ -76,6 +76,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
                 host_header: None,
                 connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
                 read_timeout_ms: DEFAULT_READ_TIMEOUT_MS,
+                case_insensitive_paths: false,
             },
         )]),
         routes: vec![

@@ -97,13 +97,21 @@ pub fn auth_input(data: &[u8]) {
         };
         headers.append(name, value);
     }
-    let routed = match crate::path::normalize(path) {
+    if let Some(h) = headers.get(http::header::HOST) {
+        if let Ok(a) = crate::host::canonical(h.as_bytes()) {
+            // A canonical host is canonical: parsing it again changes nothing.
+            let again = crate::host::canonical(a.as_bytes()).expect("a canonical host parses");
+            assert_eq!(again.as_bytes(), a.as_bytes());
+            assert!(a.as_bytes().starts_with(a.host()) || a.as_bytes().starts_with(b"["));
+        }
+    }
+    let routed = match crate::path::canonical(path) {
         Ok(Some(p)) => p,
         Ok(None) => path.to_vec(),
         Err(_) => return,
     };
     // A normalized path is normal: normalizing again changes nothing.
-    assert_eq!(crate::path::normalize(&routed), Ok(None));
+    assert_eq!(crate::path::canonical(&routed), Ok(None));
     let _ = crate::apikey::shape(path);
     let Some(route) = state.route(b"", &routed) else {
         return;

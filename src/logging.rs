@@ -17,11 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use pingora::proxy::Session;
-use pingora::Error;
 
-use crate::auth::AuthOutcome;
-use crate::proxy::RequestCtx;
 use crate::timestamp;
 
 /// The access log's target, so it can be filtered like any other.
@@ -198,58 +194,83 @@ pub fn init() {
     BUFFERS.get_or_init(start_access_writer);
 }
 
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Write `bytes` for a log line: visible ASCII as is (except `"` and `%`), every
+/// other byte as `%XX`, so raw UTF-8 shows as its percent-encoded bytes and a log
+/// reader can never mistake it for an escape that was let through.
+fn escape_for_log(bytes: &[u8], out: &mut String) {
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'"' && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+            out.push(char::from(HEX_UPPER[usize::from(b & 0xf)]));
+        }
+    }
+}
+
+/// One access-log record: plain values, built by the proxy for each finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRecord<'a> {
+    /// The request method (`-` when no request head was read).
+    pub method: &'a str,
+    /// The request path as received, without the query string.
+    pub path: &'a [u8],
+    /// The status sent (0 when none).
+    pub status: u16,
+    /// The route name, or `-`.
+    pub route: &'a str,
+    /// The consumer id, or `-`.
+    pub consumer: &'a str,
+    /// The key id, or `-`.
+    pub key_id: &'a str,
+    /// keygate's problem code, or `-`.
+    pub code: &'a str,
+    /// Time from the start of the request to its end.
+    pub duration: std::time::Duration,
+    /// The request id.
+    pub request_id: &'a [u8],
+    /// The client address (after trusted proxies).
+    pub client: Option<std::net::IpAddr>,
+    /// The error kind that ended the request, if any.
+    pub error: Option<&'a str>,
+}
+
 /// Write the access-log line for one finished request.
 ///
-/// Fields: method, path (no query string), status, route, consumer, key id, result
-/// code, duration, request id and client address. Never the key or the secret.
-pub fn access(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16) {
+/// Fields: method, path (no query string; bytes outside visible ASCII, `"` and `%`
+/// percent-encoded), status, route, consumer, key id, result code, duration,
+/// request id and client address. Never the key or the secret.
+pub fn access(r: &AccessRecord<'_>) {
     if !log::log_enabled!(target: ACCESS_TARGET, Level::Info) {
         return;
     }
-    let req = session.req_header();
     emit_access(|line| {
-        let _ = write!(line, "method={} path=", req.method);
-        for c in req.uri.path().chars() {
-            if c.is_ascii_graphic() && c != '"' {
-                line.push(c);
-            } else {
-                let _ = write!(line, "%{:02X}", u32::from(c) & 0xff);
-            }
-        }
-        let _ = write!(line, " status={status}");
-        let state = ctx.state.as_deref();
-        let route = ctx
-            .route
-            .and_then(|r| state?.routes.get(r))
-            .map_or("-", |r| r.name.as_str());
-        let _ = write!(line, " route={route}");
-        match (ctx.outcome, state) {
-            (Some(AuthOutcome::Consumer { key, consumer, .. }), Some(s)) => {
-                let c = s
-                    .consumers
-                    .get(consumer as usize)
-                    .map_or("-", |c| c.id.as_str());
-                let _ = write!(line, " consumer={c} key_id={}", s.keys.id(key));
-            }
-            _ => line.push_str(" consumer=- key_id=-"),
-        }
-        let code = ctx.code.map_or("-", |c| c.as_str());
-        let us = ctx.start.elapsed().as_micros();
+        let _ = write!(line, "method={} path=", r.method);
+        escape_for_log(r.path, line);
+        let us = r.duration.as_micros();
         let _ = write!(
             line,
-            " code={code} duration_ms={}.{:03} request_id=",
+            " status={} route={} consumer={} key_id={} code={} duration_ms={}.{:03} request_id=",
+            r.status,
+            r.route,
+            r.consumer,
+            r.key_id,
+            r.code,
             us / 1000,
             us % 1000
         );
-        line.push_str(ctx.request_id.to_str().unwrap_or("-"));
-        match session.client_addr().and_then(|a| a.as_inet()) {
-            Some(a) => {
-                let _ = write!(line, " client={}", a.ip());
+        escape_for_log(r.request_id, line);
+        match r.client {
+            Some(ip) => {
+                let _ = write!(line, " client={ip}");
             }
             None => line.push_str(" client=-"),
         }
-        if let Some(e) = e {
-            let _ = write!(line, " error={:?}", e.etype().as_str());
+        if let Some(e) = r.error {
+            let _ = write!(line, " error={e:?}");
         }
     });
 }
@@ -275,6 +296,13 @@ mod tests {
             own: LevelFilter::Warn,
         };
         assert!(!quiet.allowed(&meta("keygate::access", Level::Info)));
+    }
+
+    #[test]
+    fn log_escaping_shows_bytes() {
+        let mut s = String::new();
+        escape_for_log("/public/\u{12f}\"%".as_bytes(), &mut s);
+        assert_eq!(s, "/public/%C4%AF%22%25");
     }
 
     #[test]

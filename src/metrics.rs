@@ -121,6 +121,18 @@ pub struct Metrics {
     key_store_bytes: IntGauge,
     /// `keygate_access_log_dropped_total`: access-log lines dropped because stderr was blocked.
     access_log_dropped: IntCounter,
+    /// `keygate_client_timeouts_total{phase}`: request heads past
+    /// `client_header_timeout_seconds` (`header`) and bodies below the minimum rate (`body`).
+    client_timeouts: IntCounterVec,
+}
+
+/// The two client-timeout counters, resolved once.
+#[derive(Clone)]
+pub struct ClientTimeouts {
+    /// Request heads that did not complete in time.
+    pub header: IntCounter,
+    /// Request bodies cut for arriving below the minimum rate.
+    pub body: IntCounter,
 }
 
 fn counter_vec(
@@ -214,6 +226,15 @@ impl Metrics {
             "Access-log lines dropped because the log writer could not keep up.",
         )?;
         r.register(Box::new(access_log_dropped.clone()))?;
+        let client_timeouts = counter_vec(
+            r,
+            "keygate_client_timeouts_total",
+            "Client connections cut for a slow request head (phase=header) or body (phase=body).",
+            &["phase"],
+        )?;
+        for phase in ["header", "body"] {
+            client_timeouts.with_label_values(&[phase]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("keygate_build_info", "Build information; always 1."),
             &["version"],
@@ -246,7 +267,16 @@ impl Metrics {
             keys_expiring,
             key_store_bytes,
             access_log_dropped,
+            client_timeouts,
         })
+    }
+
+    /// The client-timeout counters.
+    pub fn client_timeouts(&self) -> ClientTimeouts {
+        ClientTimeouts {
+            header: self.client_timeouts.with_label_values(&["header"]),
+            body: self.client_timeouts.with_label_values(&["body"]),
+        }
     }
 
     /// Resolve the label children `state` will record into.

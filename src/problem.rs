@@ -24,10 +24,17 @@ pub enum Code {
     Forbidden,
     /// 404: no route matches.
     RouteNotFound,
+    /// 405: a method keygate never forwards (`TRACE`, `TRACK`: the origin would echo
+    /// the shared secret back to the client).
+    MethodNotAllowed,
     /// 400: the request is malformed.
     BadRequest,
     /// 400: the path uses encodings or dot segments keygate will not route.
     InvalidPath,
+    /// 400: the `Host` (or absolute-form authority) is not a valid host.
+    InvalidHost,
+    /// 408: the request head or body did not arrive in time.
+    RequestTimeout,
     /// 431: the request line and headers are too large, or too many.
     HeadersTooLarge,
     /// 429: too many failed authentications from this address.
@@ -64,8 +71,11 @@ impl Code {
             Code::AmbiguousCredentials => "ambiguous_credentials",
             Code::Forbidden => "forbidden",
             Code::RouteNotFound => "route_not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
             Code::BadRequest => "bad_request",
             Code::InvalidPath => "invalid_path",
+            Code::InvalidHost => "invalid_host",
+            Code::RequestTimeout => "request_timeout",
             Code::HeadersTooLarge => "request_header_fields_too_large",
             Code::TooManyFailures => "too_many_failed_attempts",
             Code::UpstreamUnavailable => "upstream_unavailable",
@@ -84,7 +94,9 @@ impl Code {
             | Code::AmbiguousCredentials => 401,
             Code::Forbidden => 403,
             Code::RouteNotFound => 404,
-            Code::BadRequest | Code::InvalidPath => 400,
+            Code::MethodNotAllowed => 405,
+            Code::BadRequest | Code::InvalidPath | Code::InvalidHost => 400,
+            Code::RequestTimeout => 408,
             Code::HeadersTooLarge => 431,
             Code::TooManyFailures => 429,
             Code::UpstreamUnavailable => 502,
@@ -100,6 +112,8 @@ impl Code {
             401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             502 => "Bad Gateway",
@@ -118,8 +132,11 @@ impl Code {
             Code::AmbiguousCredentials => "More than one different credential was presented; send exactly one API key.",
             Code::Forbidden => "This API key may not be used for this route.",
             Code::RouteNotFound => "No route matches this request.",
+            Code::MethodNotAllowed => "This method is never forwarded.",
             Code::BadRequest => "The request is malformed.",
-            Code::InvalidPath => "The request path contains encoded separators, encoded dots or climbs above the root.",
+            Code::InvalidPath => "The request path uses encodings, characters or dot segments that origins read differently.",
+            Code::InvalidHost => "The Host header is not a valid host name or address.",
+            Code::RequestTimeout => "The request did not arrive in time.",
             Code::HeadersTooLarge => "The request headers are too large or too many.",
             Code::TooManyFailures => "Too many failed authentication attempts from this address; retry later.",
             Code::UpstreamUnavailable => "The upstream service could not be reached.",
@@ -145,7 +162,7 @@ impl Code {
     /// The JSON body for this code and request id.
     ///
     /// `request_id` must already be restricted to `[A-Za-z0-9._:-]` (see
-    /// [`crate::proxy::valid_request_id`]), so it needs no escaping.
+    /// [`crate::admission::valid_request_id`]), so it needs no escaping.
     pub fn body(self, request_id: &[u8]) -> Vec<u8> {
         let mut b = Vec::with_capacity(256);
         b.extend_from_slice(br#"{"type":"about:blank","title":""#);

@@ -1,13 +1,17 @@
 //! The Pingora `ProxyHttp` implementation: thin phases over pure decisions.
 //!
 //! ```text
-//! request_filter ──► admission::admit (limits, path, route, brute force, authenticate)
+//! request_filter ──► forwarded::client (trusted proxies) ─► admission::admit
+//!                    (limits, canonical host and path, route, brute force, authenticate)
 //!                    ─► reject: write the problem document ourselves, keep-alive
 //! upstream_peer ───► the route's pre-built HttpPeer
-//! upstream_request_filter ─► strip credential + spoofed headers, add secret, identity, forwarding
+//! connected_to_upstream ─► refuse a TLS connection whose certificate failed (tls.rs)
+//! upstream_request_filter ─► canonical target and Host; strip credentials and every
+//!                            client claim; add secret, identity, forwarding headers
+//! request_body_filter ─► tell the connection the body ended (conn.rs rate floor)
 //! response_filter ─► x-request-id on the response
-//! fail_to_proxy ───► 502/504 problem documents
-//! logging ─────────► one access-log line
+//! fail_to_proxy ───► 502/504/408 problem documents
+//! logging ─────────► one access-log record; the connection awaits the next head
 //! ```
 //!
 //! Each request loads the shared state once in `request_filter` and keeps that
@@ -15,37 +19,41 @@
 //! same configuration even if a reload swaps in a new one meanwhile.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::admission::{admit, new_request_id, valid_request_id, Admission};
-use crate::auth::AuthOutcome;
+use crate::admission::{admit, new_request_id, valid_request_id, Admission, Forward};
+use crate::auth::{self, AuthOutcome};
+use crate::config::AuthMode;
+use crate::conn::{DeadlineStream, TimeoutReporter};
+use crate::forwarded::{self, Client, Forwarded};
+use crate::headers;
 use crate::limiter::FailureLimiter;
-use crate::logging;
-use crate::metrics;
+use crate::logging::{self, AccessRecord};
+use crate::metrics::{self, ClientTimeouts};
 use crate::problem::Code;
-use crate::state::{SharedState, State, IDENTITY_HEADERS};
+use crate::state::{SharedState, State};
 use crate::timestamp;
 
 /// Request bodies above this size are not drained after a rejection: the connection closes.
-const MAX_DRAIN_BYTES: u64 = 64 * 1024;
+pub const MAX_DRAIN_BYTES: u64 = 64 * 1024;
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 static TRUE: HeaderValue = HeaderValue::from_static("true");
-static HTTP: HeaderValue = HeaderValue::from_static("http");
-static HTTPS: HeaderValue = HeaderValue::from_static("https");
+/// The `Allow` of a 405: the methods keygate forwards.
+static FORWARDED_METHODS: HeaderValue =
+    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
 
 /// The gateway: holds the shared state handle and the brute-force table, nothing per request.
 pub struct ApiKeyProxy {
@@ -72,103 +80,140 @@ pub struct RequestCtx {
     pub request_id: HeaderValue,
     /// Set when keygate answered the request itself.
     pub code: Option<Code>,
-    /// New request target for the origin (normalized path, origin-form).
-    pub target: Option<Vec<u8>>,
+    /// What changes on the way to the origin (set when the request is forwarded).
+    pub forward: Option<Forward>,
+    /// Who the client is (after trusted proxies).
+    pub client: Client,
     /// `Retry-After` seconds for a 429.
     pub retry_after: Option<u64>,
     /// When the request started.
     pub start: Instant,
 }
 
+/// Everything the header rewrite needs besides the request itself.
+pub struct Rewrite<'a> {
+    /// The state snapshot.
+    pub state: &'a State,
+    /// The admitted request.
+    pub forward: &'a Forward,
+    /// The request id.
+    pub request_id: &'a HeaderValue,
+    /// The forwarding headers decided for this request.
+    pub forwarded: Forwarded,
+}
+
 /// Rewrite the request headers for the origin: the pure part of `upstream_request_filter`.
-pub fn rewrite_upstream_headers(
-    req: &mut RequestHeader,
-    state: &State,
-    route: usize,
-    outcome: &AuthOutcome,
-    request_id: &HeaderValue,
-    client_ip: Option<IpAddr>,
-    tls: bool,
-) -> Result<()> {
-    // 1. The credential that was used never reaches the origin.
-    if let AuthOutcome::Consumer { sources, .. } = outcome {
-        for (i, s) in state.sources.iter().enumerate().take(32) {
-            if sources & (1 << i) != 0 {
-                req.remove_header(&s.header);
+///
+/// In order: remove the credential that was used (and, on `auth: none` routes, any
+/// keygate credential); remove every header a client could use to make a claim
+/// ([`headers::is_client_claim`]) and the secret header; add the secret, the
+/// identity, the forwarding headers, the request id and the canonical `Host`.
+///
+/// # Errors
+/// Pingora's error when a header cannot be inserted (never for values built here).
+pub fn rewrite_upstream_headers(req: &mut RequestHeader, rw: Rewrite<'_>) -> Result<()> {
+    let Rewrite {
+        state,
+        forward,
+        request_id,
+        forwarded,
+    } = rw;
+    strip_credentials(req, state, forward);
+    strip_client_claims(req, &state.secret.header);
+    req.insert_header(state.secret.header_case.clone(), state.secret.value.clone())?;
+    insert_identity(req, state, &forward.outcome)?;
+    if let Some(v) = forwarded.for_ {
+        req.insert_header(headers::X_FORWARDED_FOR.clone(), v)?;
+    }
+    req.insert_header(headers::X_FORWARDED_PROTO.clone(), forwarded.proto)?;
+    if let Some(v) = forwarded.host {
+        req.insert_header(headers::X_FORWARDED_HOST.clone(), v)?;
+    }
+    if let Some(v) = forwarded.port {
+        req.insert_header(headers::X_FORWARDED_PORT.clone(), v)?;
+    }
+    req.insert_header(headers::X_REQUEST_ID.clone(), request_id.clone())?;
+    let upstream_host = state
+        .routes
+        .get(forward.route)
+        .and_then(|r| state.upstreams.get(r.upstream))
+        .and_then(|u| u.host_header.as_ref());
+    match upstream_host {
+        Some(h) => req.insert_header(header::HOST, h.clone())?,
+        None if forward.host_changed => req.insert_header(header::HOST, forward.host.clone())?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// Remove the credential that authenticated the request; on `auth: none` routes, remove
+/// any keygate credential a client sent along anyway.
+fn strip_credentials(req: &mut RequestHeader, state: &State, forward: &Forward) {
+    let mask = match forward.outcome {
+        AuthOutcome::Consumer { sources, .. } => sources,
+        _ => {
+            let none_route = state
+                .routes
+                .get(forward.route)
+                .is_some_and(|r| r.auth == AuthMode::None);
+            if none_route {
+                auth::keygate_credentials(state, &req.headers)
+            } else {
+                0
             }
         }
-    }
-    // 2. Nothing the client sent under keygate's own header names survives.
-    // One pass over the names first: spoofing is rare, and each removal costs a lookup.
-    let spoofed = req
-        .headers
-        .keys()
-        .any(|k| *k == state.secret.header || IDENTITY_HEADERS.contains(&k.as_str()));
-    if spoofed {
-        req.remove_header(&state.secret.header);
-        for h in IDENTITY_HEADERS {
-            req.remove_header(h);
+    };
+    for (i, s) in state.sources.iter().enumerate().take(32) {
+        if mask & (1 << i) != 0 {
+            req.remove_header(&s.header);
         }
     }
-    req.insert_header(state.secret.header_case.clone(), state.secret.value.clone())?;
+}
+
+/// Remove every client-sent header that claims identity, URL, host, scheme, port or
+/// client address, every header with `_` in its name, and the secret header.
+fn strip_client_claims(req: &mut RequestHeader, secret: &HeaderName) {
+    // One pass over the names first: claims are rare, and each removal costs a lookup.
+    let claims: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| *k == secret || headers::is_client_claim(k.as_str()))
+        .cloned()
+        .collect();
+    for name in claims {
+        req.remove_header(&name);
+    }
+}
+
+fn insert_identity(req: &mut RequestHeader, state: &State, outcome: &AuthOutcome) -> Result<()> {
     match *outcome {
         AuthOutcome::Consumer { key, consumer, .. } => {
             if let Some(c) = state.consumers.get(consumer as usize) {
-                req.insert_header("x-consumer-id", c.id_header.clone())?;
+                req.insert_header(headers::X_CONSUMER_ID.clone(), c.id_header.clone())?;
                 if let Some(n) = &c.name_header {
-                    req.insert_header("x-consumer-username", n.clone())?;
+                    req.insert_header(headers::X_CONSUMER_USERNAME.clone(), n.clone())?;
                 }
             }
             if let Some(id) = state.keys.id_header(key) {
-                req.insert_header("x-credential-identifier", id)?;
+                req.insert_header(headers::X_CREDENTIAL_IDENTIFIER.clone(), id)?;
             }
         }
-        _ => req.insert_header("x-anonymous-consumer", TRUE.clone())?,
-    }
-    // 3. Forwarding headers.
-    if let Some(ip) = client_ip {
-        let mut xff = String::with_capacity(64);
-        for v in req.headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(s) = v.to_str() {
-                if !s.trim().is_empty() {
-                    xff.push_str(s.trim());
-                    xff.push_str(", ");
-                }
-            }
-        }
-        use std::fmt::Write;
-        let _ = write!(xff, "{ip}");
-        req.insert_header("x-forwarded-for", xff)?;
-    }
-    req.insert_header(
-        "x-forwarded-proto",
-        if tls { HTTPS.clone() } else { HTTP.clone() },
-    )?;
-    let host = req
-        .uri
-        .authority()
-        .map(|a| HeaderValue::from_str(a.as_str()))
-        .transpose()
-        .ok()
-        .flatten()
-        .or_else(|| req.headers.get(header::HOST).cloned());
-    match host {
-        Some(h) => req.insert_header("x-forwarded-host", h)?,
-        None => {
-            req.remove_header(&X_FORWARDED_HOST);
-        }
-    }
-    req.insert_header("x-request-id", request_id.clone())?;
-    if let Some(route) = state.routes.get(route) {
-        if let Some(h) = state
-            .upstreams
-            .get(route.upstream)
-            .and_then(|u| u.host_header.as_ref())
-        {
-            req.insert_header(header::HOST, h.clone())?;
-        }
+        _ => req.insert_header(headers::X_ANONYMOUS_CONSUMER.clone(), TRUE.clone())?,
     }
     Ok(())
+}
+
+/// Whether the client connection is TLS.
+fn client_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// The TCP peer's address.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// Write a problem document for `code` and keep the connection alive when that is safe.
@@ -179,29 +224,22 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Res
     resp.insert_header(header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(header::CACHE_CONTROL, NO_STORE.clone())?;
-    resp.insert_header("x-request-id", ctx.request_id.clone())?;
+    resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
     if let Some(challenge) = code.www_authenticate() {
         resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
     }
     if let Some(secs) = ctx.retry_after {
         resp.insert_header(header::RETRY_AFTER, secs)?;
     }
-    // A large or unbounded body would have to be read before the connection can be
-    // reused; don't read it for a request we are turning away.
-    let req = session.req_header();
-    let chunked = req.headers.contains_key(header::TRANSFER_ENCODING);
-    let long = req
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_DRAIN_BYTES);
-    if chunked
-        || long
-        || matches!(
-            code,
-            Code::HeadersTooLarge | Code::InvalidPath | Code::BadRequest
-        )
-    {
+    if code == Code::MethodNotAllowed {
+        resp.insert_header(header::ALLOW, FORWARDED_METHODS.clone())?;
+    }
+    if keep_alive_after_rejection(session.req_header(), code) {
+        // A small body still on the wire is read and discarded, so the next request on
+        // this connection starts where it should; bounded by the body-rate floor.
+        session.set_close_on_response_before_downstream_finish(false);
+        session.set_total_drain_timeout(Some(drain_timeout(ctx)));
+    } else {
         session.set_keepalive(None);
         resp.insert_header(header::CONNECTION, "close")?;
     }
@@ -215,12 +253,60 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Res
     Ok(())
 }
 
-fn current(ctx: &RequestCtx) -> Result<(&Arc<State>, usize)> {
-    match (&ctx.state, ctx.route) {
-        (Some(s), Some(r)) => Ok((s, r)),
+/// Whether a connection can be kept after keygate turns a request away: not when the
+/// request was malformed or timed out, announces a body larger than [`MAX_DRAIN_BYTES`]
+/// or of unknown length (chunked), or waits for `100 Continue` (the client may send the
+/// body or not, so the next bytes cannot be framed, RFC 9110 §10.1.1).
+pub fn keep_alive_after_rejection(req: &RequestHeader, code: Code) -> bool {
+    if matches!(
+        code,
+        Code::HeadersTooLarge
+            | Code::InvalidPath
+            | Code::InvalidHost
+            | Code::BadRequest
+            | Code::RequestTimeout
+    ) {
+        return false;
+    }
+    if req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    let length = match req.headers.get(header::CONTENT_LENGTH) {
+        None => 0,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(n) => n,
+            None => return false,
+        },
+    };
+    let expects_continue = req
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    length <= MAX_DRAIN_BYTES && !(expects_continue && length > 0)
+}
+
+/// The longest a rejected request's remaining body may take to arrive.
+fn drain_timeout(ctx: &RequestCtx) -> Duration {
+    let limits = ctx.state.as_ref().map(|s| s.limits);
+    match limits {
+        Some(l) if l.client_body_min_rate > 0 => {
+            l.client_body_timeout
+                + Duration::from_secs(MAX_DRAIN_BYTES / l.client_body_min_rate + 1)
+        }
+        Some(l) => l.client_body_timeout,
+        None => Duration::from_secs(crate::config::DEFAULT_CLIENT_BODY_TIMEOUT_SECONDS),
+    }
+}
+
+fn current(ctx: &RequestCtx) -> Result<(&Arc<State>, &Forward)> {
+    match (&ctx.state, &ctx.forward) {
+        (Some(s), Some(f)) => Ok((s, f)),
         _ => Error::e_explain(ErrorType::InternalError, "no route selected"),
     }
 }
+
+/// Upstream TLS failures logged per second at most (each is also in the access log).
+static LAST_TLS_WARNING: AtomicU64 = AtomicU64::new(0);
 
 #[async_trait]
 impl ProxyHttp for ApiKeyProxy {
@@ -233,7 +319,12 @@ impl ProxyHttp for ApiKeyProxy {
             outcome: None,
             request_id: HeaderValue::from_static(""),
             code: None,
-            target: None,
+            forward: None,
+            client: Client {
+                addr: None,
+                peer: None,
+                via_trusted_proxy: false,
+            },
             retry_after: None,
             start: Instant::now(),
         }
@@ -242,6 +333,10 @@ impl ProxyHttp for ApiKeyProxy {
     /// Route and authenticate; a rejection is written here and ends the request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.state.load_full();
+        let has_body = !session.downstream_session.is_body_empty();
+        if let Some(conn) = DeadlineStream::of(session.stream()) {
+            conn.head_done(has_body);
+        }
         // Pingora keeps HTTP/1.1 connections open forever by default: bound idle time,
         // and the wait for each piece of a request body.
         if session.get_keepalive().is_some() {
@@ -251,25 +346,24 @@ impl ProxyHttp for ApiKeyProxy {
         // Answer pipelined requests in order (each one judged alone) instead of dropping them.
         session.set_pipelining_enabled(true);
         let req = session.req_header();
-        ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
+        ctx.request_id = match req.headers.get(&headers::X_REQUEST_ID) {
             Some(v) if valid_request_id(v.as_bytes()) => v.clone(),
             _ => new_request_id(),
         };
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let admission = admit(&state, req, client, &self.limiter, timestamp::now_unix());
+        ctx.client = forwarded::client(peer_ip(session), &req.headers, &state.trusted_proxies);
+        let admission = admit(
+            &state,
+            req,
+            ctx.client.addr,
+            &self.limiter,
+            timestamp::now_unix(),
+        );
         ctx.state = Some(state);
         match admission {
-            Admission::Forward {
-                route,
-                outcome,
-                target,
-            } => {
-                ctx.route = Some(route);
-                ctx.outcome = Some(outcome);
-                ctx.target = target;
+            Admission::Forward(f) => {
+                ctx.route = Some(f.route);
+                ctx.outcome = Some(f.outcome);
+                ctx.forward = Some(f);
                 Ok(false)
             }
             Admission::Reject {
@@ -292,10 +386,10 @@ impl ProxyHttp for ApiKeyProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (state, route) = current(ctx)?;
+        let (state, forward) = current(ctx)?;
         let upstream = state
             .routes
-            .get(route)
+            .get(forward.route)
             .and_then(|r| state.upstreams.get(r.upstream))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route without upstream"))?;
         Ok(Box::new(upstream.peer.clone()))
@@ -313,31 +407,76 @@ impl ProxyHttp for ApiKeyProxy {
         e
     }
 
+    /// Refuse a TLS connection to the origin unless its certificate passed keygate's
+    /// verification (runs for new and reused connections, before any request byte).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&Digest>,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !peer.is_tls() {
+            return Ok(());
+        }
+        crate::tls::verdict(digest).map_err(|reason| {
+            let mut e = Error::explain(
+                ErrorType::InvalidCert,
+                format!("origin certificate refused: {reason}"),
+            );
+            e.set_retry(false);
+            e.into_up()
+        })
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (state, route) = current(ctx)?;
-        let outcome = ctx.outcome.unwrap_or(AuthOutcome::Anonymous);
-        let client_ip = session
-            .client_addr()
+        let (state, forward) = current(ctx)?;
+        let local_port = session
+            .server_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        if let Some(target) = &ctx.target {
+            .map(|a| a.port());
+        let forwarded = forwarded::forwarded(
+            &session.req_header().headers,
+            &ctx.client,
+            client_tls(session),
+            local_port,
+            Some(forward.host.as_bytes()).filter(|h| !h.is_empty()),
+        );
+        if let Some(target) = &forward.target {
             upstream_request.set_raw_path(target)?;
         }
         rewrite_upstream_headers(
             upstream_request,
-            state,
-            route,
-            &outcome,
-            &ctx.request_id,
-            client_ip,
-            tls,
+            Rewrite {
+                state,
+                forward,
+                request_id: &ctx.request_id,
+                forwarded,
+            },
         )
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if end_of_stream {
+            if let Some(conn) = DeadlineStream::of(session.stream()) {
+                conn.body_done();
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -350,8 +489,8 @@ impl ProxyHttp for ApiKeyProxy {
         if (status == 401 || status == 403)
             && matches!(ctx.outcome, Some(AuthOutcome::Consumer { .. }))
         {
-            if let Ok((state, route)) = current(ctx) {
-                if let Some(r) = state.routes.get(route) {
+            if let Ok((state, forward)) = current(ctx) {
+                if let Some(r) = state.routes.get(forward.route) {
                     state.handles.origin_rejection(r.upstream);
                 }
             }
@@ -365,7 +504,7 @@ impl ProxyHttp for ApiKeyProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header("x-request-id", ctx.request_id.clone())
+        upstream_response.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())
     }
 
     async fn fail_to_proxy(
@@ -375,15 +514,20 @@ impl ProxyHttp for ApiKeyProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         if e.esource() == &ErrorSource::Upstream {
-            if let Ok((state, route)) = current(ctx) {
-                if let Some(r) = state.routes.get(route) {
+            if let Ok((state, forward)) = current(ctx) {
+                if let Some(r) = state.routes.get(forward.route) {
                     state
                         .handles
                         .upstream_error(r.upstream, metrics::error_kind(e.etype()));
+                    if matches!(e.etype(), ErrorType::InvalidCert) {
+                        warn_tls(state, r.upstream, e);
+                    }
                 }
             }
         }
+        let body_cut = DeadlineStream::of(session.stream()).is_some_and(|c| c.body_was_cut());
         let code = match (e.esource(), e.etype()) {
+            _ if body_cut => Some(Code::RequestTimeout),
             (
                 _,
                 ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
@@ -418,28 +562,144 @@ impl ProxyHttp for ApiKeyProxy {
     /// Pingora's own error line: method, path and request id only (no query, no headers).
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
         let req = session.req_header();
+        let mut path = String::new();
+        for &b in req
+            .raw_path()
+            .split(|&b| b == b'?')
+            .next()
+            .unwrap_or_default()
+        {
+            if b.is_ascii_graphic() {
+                path.push(char::from(b));
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
         format!(
             "{} {} request_id={}",
             req.method,
-            req.uri.path(),
+            path,
             String::from_utf8_lossy(ctx.request_id.as_bytes())
         )
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        if let Some(state) = &ctx.state {
-            let consumer = match ctx.outcome {
-                Some(AuthOutcome::Consumer { consumer, .. }) => Some(consumer),
-                _ => None,
-            };
-            state.handles.request(
-                ctx.route,
-                status,
-                consumer,
-                ctx.start.elapsed().as_secs_f64(),
-            );
+        if let Some(conn) = DeadlineStream::of(session.stream()) {
+            conn.request_done();
         }
-        logging::access(session, e, ctx, status);
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.start.elapsed();
+        let state = ctx.state.as_deref();
+        let (consumer, key_id) = match (ctx.outcome, state) {
+            (Some(AuthOutcome::Consumer { key, consumer, .. }), Some(s)) => {
+                s.handles
+                    .request(ctx.route, status, Some(consumer), elapsed.as_secs_f64());
+                (
+                    s.consumers
+                        .get(consumer as usize)
+                        .map_or("-", |c| c.id.as_str()),
+                    s.keys.id(key),
+                )
+            }
+            (_, Some(s)) => {
+                s.handles
+                    .request(ctx.route, status, None, elapsed.as_secs_f64());
+                ("-", "-")
+            }
+            _ => ("-", "-"),
+        };
+        let route = ctx
+            .route
+            .and_then(|r| state?.routes.get(r))
+            .map_or("-", |r| r.name.as_str());
+        let req = session.req_header();
+        logging::access(&AccessRecord {
+            method: req.method.as_str(),
+            path: req
+                .raw_path()
+                .split(|&b| b == b'?')
+                .next()
+                .unwrap_or_default(),
+            status,
+            route,
+            consumer,
+            key_id,
+            code: ctx.code.map_or("-", Code::as_str),
+            duration: elapsed,
+            request_id: ctx.request_id.as_bytes(),
+            client: ctx.client.addr,
+            error: e.map(|e| e.etype().as_str()),
+        });
+    }
+}
+
+/// Log why an origin's certificate was refused, at most once a second.
+fn warn_tls(state: &State, upstream: usize, e: &Error) {
+    let now = u64::try_from(timestamp::now_unix()).unwrap_or(0);
+    let last = LAST_TLS_WARNING.load(Ordering::Relaxed);
+    if now > last
+        && LAST_TLS_WARNING
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let name = state
+            .upstreams
+            .get(upstream)
+            .map_or("-", |u| u.name.as_str());
+        let reason = e
+            .context
+            .as_ref()
+            .map(|c| c.as_str())
+            .unwrap_or("TLS verification failed");
+        log::warn!(target: "keygate::upstream", "upstream `{name}`: {reason}");
+    }
+}
+
+/// Writes the 408 for a request head that timed out, and counts both kinds of timeout.
+pub struct Timeouts {
+    shared: SharedState,
+    counters: ClientTimeouts,
+}
+
+impl Timeouts {
+    /// Report timeouts into `counters`, reading the state's handles from `shared`.
+    pub fn new(shared: SharedState, counters: ClientTimeouts) -> Self {
+        Timeouts { shared, counters }
+    }
+}
+
+impl TimeoutReporter for Timeouts {
+    fn head_timeout(&self, received: bool, client: Option<IpAddr>) -> Option<Vec<u8>> {
+        self.counters.header.inc();
+        if !received {
+            return None;
+        }
+        let code = Code::RequestTimeout;
+        let id = new_request_id();
+        let body = code.body(id.as_bytes());
+        let mut out = Vec::with_capacity(body.len() + 256);
+        out.extend_from_slice(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\ncache-control: no-store\r\nconnection: close\r\nx-request-id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(format!("\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes());
+        out.extend_from_slice(&body);
+        self.shared.load().handles.request(None, 408, None, 0.0);
+        logging::access(&AccessRecord {
+            method: "-",
+            path: b"-",
+            status: 408,
+            route: "-",
+            consumer: "-",
+            key_id: "-",
+            code: code.as_str(),
+            duration: Duration::ZERO,
+            request_id: id.as_bytes(),
+            client,
+            error: Some("request head timed out"),
+        });
+        Some(out)
+    }
+
+    fn body_timeout(&self, _client: Option<IpAddr>) {
+        self.counters.body.inc();
     }
 }

@@ -7,10 +7,12 @@ use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::config::{resolve_relative, ServerConfig};
+use crate::conn::DeadlineApp;
 use crate::metrics::{Metrics, MetricsApp};
-use crate::proxy::ApiKeyProxy;
+use crate::proxy::{ApiKeyProxy, Timeouts};
 use crate::reload::{LoadHooks, Reloader};
 use crate::state::{Loaded, SharedState};
 
@@ -61,7 +63,7 @@ pub fn assemble(
     let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(&config.server));
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let http = pingora::proxy::http_proxy(
         &server.configuration,
         ApiKeyProxy::new(
             shared.clone(),
@@ -69,8 +71,14 @@ pub fn assemble(
                 config.auth.brute_force.table_slots,
             )),
         ),
-        "keygate",
     );
+    // Every accepted connection goes through the request-head deadline and body-rate floor.
+    let app = DeadlineApp::new(
+        http,
+        shared.clone(),
+        Arc::new(Timeouts::new(shared.clone(), metrics.client_timeouts())),
+    );
+    let mut proxy = Service::new("keygate".to_string(), app);
     for addr in &config.server.listen {
         proxy.add_tcp(addr);
     }

@@ -8,8 +8,8 @@
 //! mutated; a reload builds a new one and swaps it in ([`SharedState`]).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,29 +17,28 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::utils::tls::WrappedX509;
 
 use crate::config::{
     resolve_relative, AuthMode, Config, ConfigError, ConsumerConfig, KeysFile, Location, Problem,
     SecretConfig,
 };
+use crate::forwarded::TrustedProxies;
 use crate::keystore::{decode_digest, KeyIndex, KeyIndexBuilder};
 use crate::metrics::Handles;
 use crate::timestamp;
+use crate::tls::{ExpectedName, OriginTrust};
 
 /// The state shared by every request and replaced whole by a reload.
 pub type SharedState = Arc<ArcSwap<State>>;
 
 /// Headers keygate owns on the way to the origin; client-sent copies are always removed.
-pub const IDENTITY_HEADERS: [&str; 4] = [
-    "x-consumer-id",
-    "x-consumer-username",
-    "x-credential-identifier",
-    "x-anonymous-consumer",
-];
+pub use crate::headers::IDENTITY as IDENTITY_HEADERS;
 
 /// How long an idle upstream connection is kept for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Why header names with `_` are refused in the configuration.
+const UNDERSCORE: &str =
+    "header names containing `_` are removed from every request (as nginx does); use `-`";
 /// Longest key id accepted (it is forwarded in a header and logged).
 const MAX_ID_LEN: usize = 128;
 
@@ -56,10 +55,13 @@ pub struct Route {
     pub upstream: usize,
     /// How keys are treated.
     pub auth: AuthMode,
+    /// Match `path_prefix` without regard to ASCII case (the upstream's origin does).
+    pub case_insensitive: bool,
 }
 
 impl Route {
-    /// Whether this route matches a request for `host` (lower-case, no port) and `path`.
+    /// Whether this route matches a request for `host` (canonical: lower-case, no port,
+    /// no trailing dot) and `path` (canonical, see [`crate::path::canonical`]).
     pub fn matches(&self, host: &[u8], path: &[u8]) -> bool {
         if let Some(h) = &self.host {
             if !h.as_bytes().eq_ignore_ascii_case(host) {
@@ -67,7 +69,12 @@ impl Route {
             }
         }
         let prefix = self.path_prefix.as_bytes();
-        if !path.starts_with(prefix) {
+        let starts = match path.get(..prefix.len()) {
+            Some(head) if self.case_insensitive => head.eq_ignore_ascii_case(prefix),
+            Some(head) => head == prefix,
+            None => false,
+        };
+        if !starts {
             return false;
         }
         // Segment boundary: "/api" matches "/api" and "/api/x", not "/apix".
@@ -83,6 +90,10 @@ pub struct Upstream {
     pub peer: HttpPeer,
     /// `Host` to send instead of the client's, when configured.
     pub host_header: Option<HeaderValue>,
+    /// How the origin's certificate is verified, for TLS upstreams.
+    pub trust: Option<Arc<OriginTrust>>,
+    /// The origin matches paths without regard to ASCII case.
+    pub case_insensitive_paths: bool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -161,6 +172,10 @@ pub struct Limits {
     pub keepalive_timeout_seconds: u64,
     /// Longest wait for the next piece of a request body.
     pub client_body_timeout: Duration,
+    /// Longest time from the first byte of a request head to its end.
+    pub client_header_timeout: Duration,
+    /// Minimum request-body rate in bytes per second; 0 disables.
+    pub client_body_min_rate: u64,
     /// Largest request line plus headers, in bytes.
     pub max_request_header_bytes: usize,
     /// Most request headers.
@@ -188,6 +203,8 @@ pub struct State {
     pub handles: Handles,
     /// Request limits and timeouts.
     pub limits: Limits,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl State {
@@ -417,17 +434,10 @@ fn build_with(
         }
         let cert = resolve_relative(cfg, &t.cert);
         let key = resolve_relative(cfg, &t.key);
-        match (cert.to_str(), key.to_str()) {
-            (Some(c), Some(k)) => match pingora::tls::load_certs_and_key_files(c, k) {
-                Ok(Some(_)) => {}
-                Ok(None) => p.add(
-                    cfg,
-                    &f,
-                    format!("no certificate in {c} or no private key in {k}"),
-                ),
-                Err(e) => p.add(cfg, &f, format!("cannot load {c} / {k}: {e}")),
-            },
-            _ => p.add(cfg, &f, "paths must be UTF-8"),
+        if cert.to_str().is_none() || key.to_str().is_none() {
+            p.add(cfg, &f, "paths must be UTF-8");
+        } else if let Err(e) = crate::tls::check_listener_files(&cert, &key) {
+            p.add(cfg, &f, e);
         }
     }
     if config.server.threads == 0 {
@@ -441,6 +451,10 @@ fn build_with(
         (
             "client_body_timeout_seconds",
             config.server.client_body_timeout_seconds,
+        ),
+        (
+            "client_header_timeout_seconds",
+            config.server.client_header_timeout_seconds,
         ),
         (
             "max_request_header_bytes",
@@ -462,6 +476,17 @@ fn build_with(
             "must be greater than 0",
         );
     }
+    let trusted_proxies = match TrustedProxies::parse(&config.server.trusted_proxies) {
+        Ok(t) => t,
+        Err((i, bad)) => {
+            p.add(
+                cfg,
+                format!("server.trusted_proxies[{i}]"),
+                format!("`{bad}` is not an IP address or CIDR block (e.g. 10.0.0.0/8)"),
+            );
+            TrustedProxies::default()
+        }
+    };
     let ml = &config.server.metrics_listen;
     if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
         p.add(
@@ -491,6 +516,9 @@ fn build_with(
         );
     }
     if let Some(h) = &secret_header {
+        if h.as_str().contains('_') {
+            p.add(cfg, "secret.header", UNDERSCORE);
+        }
         if IDENTITY_HEADERS.contains(&h.as_str()) {
             p.add(
                 cfg,
@@ -517,11 +545,15 @@ fn build_with(
                 if !seen_headers.insert(h.clone()) {
                     p.add(cfg, &f, format!("`{}` is listed twice", s.header));
                 }
-                if Some(&h) == secret_header.as_ref() || IDENTITY_HEADERS.contains(&h.as_str()) {
+                if h.as_str().contains('_') {
+                    p.add(cfg, &f, UNDERSCORE);
+                }
+                if Some(&h) == secret_header.as_ref() || crate::headers::is_client_claim(h.as_str())
+                {
                     p.add(
                         cfg,
                         &f,
-                        "must not be the secret header or an identity header",
+                        "must not be the secret header or a header keygate removes from clients",
                     );
                 }
                 let scheme = match &s.scheme {
@@ -578,10 +610,19 @@ fn build_with(
                 continue;
             }
         };
-        let sni = if u.sni.is_empty() {
-            host.to_string()
-        } else {
-            u.sni.clone()
+        // The name the certificate must carry: `sni` when set, else the address's host.
+        let expected = match (u.sni.as_str(), host.parse::<IpAddr>()) {
+            ("", Ok(ip)) => ExpectedName::Ip(ip),
+            ("", Err(_)) => ExpectedName::Dns(host.to_string()),
+            (sni, _) => match sni.parse::<IpAddr>() {
+                Ok(ip) => ExpectedName::Ip(ip),
+                Err(_) => ExpectedName::Dns(sni.to_string()),
+            },
+        };
+        // SNI carries DNS names only (RFC 6066 §3).
+        let sni = match &expected {
+            ExpectedName::Dns(n) => n.clone(),
+            ExpectedName::Ip(_) => String::new(),
         };
         let mut peer = HttpPeer::new(addr, u.tls, sni);
         let o = &mut peer.options;
@@ -593,16 +634,38 @@ fn build_with(
         if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 {
             p.add(cfg, &f, "timeouts must be greater than 0");
         }
-        if let Some(ca) = &u.ca_file {
-            if !u.tls {
+        let ca = match &u.ca_file {
+            Some(_) if !u.tls => {
                 p.add(
                     cfg,
                     format!("{f}.ca_file"),
                     "only meaningful with `tls: true`",
                 );
+                None
             }
-            match load_ca(&resolve_relative(cfg, ca)) {
-                Ok(certs) => o.ca = Some(Arc::from(certs.into_boxed_slice())),
+            Some(ca) => match crate::tls::load_pem_certs(&resolve_relative(cfg, ca)) {
+                Ok(certs) => Some(certs),
+                Err(e) => {
+                    p.add(cfg, format!("{f}.ca_file"), e);
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let mut trust = None;
+        if u.tls {
+            match OriginTrust::new(ca.as_deref(), expected) {
+                Ok(t) => {
+                    // keygate verifies the certificate itself (see `crate::tls`): Pingora's
+                    // in-handshake check cannot verify IP SANs or name a failure's reason.
+                    let t = Arc::new(t);
+                    o.verify_cert = false;
+                    o.verify_hostname = false;
+                    o.upstream_tls_handshake_complete_hook =
+                        Some(crate::tls::verification_hook(t.clone()));
+                    peer.group_key = t.fingerprint();
+                    trust = Some(t);
+                }
                 Err(e) => p.add(cfg, format!("{f}.ca_file"), e),
             }
         }
@@ -625,6 +688,8 @@ fn build_with(
             name: name.clone(),
             peer,
             host_header,
+            trust,
+            case_insensitive_paths: u.case_insensitive_paths,
         });
     }
 
@@ -650,23 +715,45 @@ fn build_with(
                 format!("route `{}` is defined twice", r.name),
             );
         }
-        if !r.path_prefix.starts_with('/') {
-            p.add(cfg, format!("{f}.path_prefix"), "must start with `/`");
-        }
-        if let Some(h) = &r.host {
-            if h.is_empty()
-                || h.contains(':')
-                || !h
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b))
-            {
-                p.add(
-                    cfg,
-                    format!("{f}.host"),
-                    format!("`{h}` is not a host name (no port, no scheme)"),
-                );
+        match crate::path::canonical(r.path_prefix.as_bytes()) {
+            Ok(None) => {}
+            Ok(Some(c)) => p.add(
+                cfg,
+                format!("{f}.path_prefix"),
+                format!(
+                    "`{}` is not in canonical form; keygate routes on canonical paths, write `{}`",
+                    r.path_prefix,
+                    String::from_utf8_lossy(&c)
+                ),
+            ),
+            Err(_) if !r.path_prefix.starts_with('/') => {
+                p.add(cfg, format!("{f}.path_prefix"), "must start with `/`")
             }
+            Err(e) => p.add(
+                cfg,
+                format!("{f}.path_prefix"),
+                format!(
+                    "`{}` can never match a request: keygate refuses such paths ({e:?})",
+                    r.path_prefix
+                ),
+            ),
         }
+        let host = match &r.host {
+            Some(h) => match crate::host::canonical(h.as_bytes()) {
+                Ok(a) if a.as_bytes() == a.host() => {
+                    Some(String::from_utf8_lossy(a.host()).into_owned())
+                }
+                _ => {
+                    p.add(
+                        cfg,
+                        format!("{f}.host"),
+                        format!("`{h}` is not a host name (no port, no scheme)"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let upstream = match upstream_index.get(r.upstream.as_str()) {
             Some(&u) => u,
             None => {
@@ -682,10 +769,13 @@ fn build_with(
         };
         routes.push(Route {
             name: r.name.clone(),
-            host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            host,
             path_prefix: r.path_prefix.clone(),
             upstream,
             auth: r.auth,
+            case_insensitive: upstreams
+                .get(upstream)
+                .is_some_and(|u| u.case_insensitive_paths),
         });
     }
 
@@ -719,9 +809,12 @@ fn build_with(
         },
         sources,
         handles: Handles::default(),
+        trusted_proxies,
         limits: Limits {
             keepalive_timeout_seconds: config.server.keepalive_timeout_seconds,
             client_body_timeout: Duration::from_secs(config.server.client_body_timeout_seconds),
+            client_header_timeout: Duration::from_secs(config.server.client_header_timeout_seconds),
+            client_body_min_rate: config.server.client_body_min_rate_bytes_per_second,
             max_request_header_bytes: config.server.max_request_header_bytes,
             max_request_headers: config.server.max_request_headers,
             brute_force: crate::limiter::Policy {
@@ -867,29 +960,6 @@ impl<'a> KeysBuilder<'a> {
     fn finish(self) -> (Vec<Consumer>, KeyIndex, Problems) {
         (self.consumers, self.index.finish(), self.problems)
     }
-}
-
-/// Load a PEM file of CA certificates, checking each parses as X.509.
-fn load_ca(path: &PathBuf) -> Result<Vec<WrappedX509>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    for item in rustls_pemfile::certs(&mut data.as_slice()) {
-        let der = item.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
-        if x509_parser::parse_x509_certificate(der.as_ref()).is_err() {
-            return Err(format!(
-                "{}: a certificate does not parse as X.509",
-                path.display()
-            ));
-        }
-        out.push(WrappedX509::new(
-            der.to_vec(),
-            pingora::utils::tls::parse_x509,
-        ));
-    }
-    if out.is_empty() {
-        return Err(format!("{}: no PEM certificate found", path.display()));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

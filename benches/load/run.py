@@ -138,6 +138,42 @@ def measure(server, header, seconds, expect_2xx):
     return r
 
 
+def make_tls_origin_certs(work):
+    """A private CA and a leaf for localhost (PEM files under work/tls); returns the CA file."""
+    d = os.path.join(work, "tls")
+    os.makedirs(d, exist_ok=True)
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=keygate bench CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
+        "-subj", "/CN=localhost")
+    with open(os.path.join(d, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "leaf.pem", "-days", "2", "-extfile", "ext.cnf")
+    return os.path.join(d, "ca.pem")
+
+
+def run_keygate(work, label, binary, kpath, upstream, upstream_extra, good, bad, seconds, record, what):
+    """Start `binary` with auth, metrics and access log on; measure the 200 (and 401) path."""
+    kport = free_port()
+    cfg = os.path.join(work, f"{label}.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""server: {{ listen: ["127.0.0.1:{kport}"], threads: 1, metrics_listen: "127.0.0.1:{free_port()}" }}
+secret: {{ env: KEYGATE_SHARED_SECRET }}
+auth: {{ keys_file: {kpath}, brute_force: {{ max_failures: 0 }} }}
+upstreams: {{ origin: {{ address: "{upstream}"{upstream_extra} }} }}
+routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
+""")
+    with open(os.path.join(work, f"{label}.log"), "w") as log:
+        kg = Server(label, [binary, "run", "-c", cfg], kport, 0,
+                    env={"KEYGATE_SHARED_SECRET": SECRET, "KEYGATE_LOG": "info"}, log=log)
+        record(f"{label} 200 ({what})", measure(kg, good, seconds, True))
+        if bad:
+            record(f"{label} 401 ({what})", measure(kg, bad, seconds, False))
+        kg.stop()
+
+
 def reload_under_load(work, origin_port, args):
     """p99 latency with and without SIGHUP reloads of a large keys file, under load."""
     n = args.reload_keys
@@ -201,20 +237,36 @@ def main():
     ap.add_argument("--keys-large", type=int, default=100_000)
     ap.add_argument("--reload-keys", type=int, default=1_000_000,
                     help="keys for the reload-under-load phase (0 skips it)")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="another keygate binary (e.g. a release build of an earlier commit) measured"
+                         " in the same rounds, on the same configurations, labelled 'baseline'")
+    ap.add_argument("--skip-peers", action="store_true",
+                    help="measure only keygate (and --baseline): no nginx gateway, no Pingora floors")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="keygate-load-")
     servers = []
     try:
         origin_port = free_port()
+        tls_port = free_port()
+        ca_file = make_tls_origin_certs(work)
         origin = Server("origin", [NGINX, "-c", nginx_conf(work, "origin", f"""
   access_log off;
   server {{ listen 127.0.0.1:{origin_port} reuseport; keepalive_timeout 300s;
     location / {{ if ($http_x_shared_secret != "{SECRET}") {{ return 401; }}
+                  default_type application/json; return 200 '{{"ok":true}}'; }} }}
+  server {{ listen 127.0.0.1:{tls_port} ssl reuseport; keepalive_timeout 300s;
+    ssl_certificate {work}/tls/leaf.pem; ssl_certificate_key {work}/tls/leaf.key;
+    location / {{ if ($http_x_shared_secret != "{SECRET}") {{ return 401; }}
                   default_type application/json; return 200 '{{"ok":true}}'; }} }}""")], origin_port, 1)
         servers.append(origin)
+        keygates = [("keygate", KEYGATE)] + ([("baseline", args.baseline)] if args.baseline else [])
         results = {}
         sizes = [10, args.keys_large]
         keysets = {n: make_keys(work, n) for n in sizes}
+
+        def good_hdr(n):
+            return f"x-api-key: {keysets[n][0][n // 2]}"
+        bad_hdr = "x-api-key: bench-not-a-valid-key-000000000000000"
 
         def record(label, r):
             results.setdefault(label, []).append(r)
@@ -223,10 +275,18 @@ def main():
 
         for rnd in range(args.rounds):
             print(f"round {rnd + 1}/{args.rounds}", flush=True)
-            good_hdr = lambda n: f"x-api-key: {keysets[n][0][n // 2]}"
-            bad_hdr = "x-api-key: bench-not-a-valid-key-000000000000000"
             # direct to origin (the CPU figure is the origin's own)
             record("direct", measure(origin, f"x-shared-secret: {SECRET}", args.seconds, True))
+            for label, binary in keygates:
+                run_keygate(work, label, binary, keysets[10][1], f"127.0.0.1:{tls_port}",
+                            f", tls: true, sni: localhost, ca_file: {ca_file}", good_hdr(10), None,
+                            args.seconds, record, "TLS origin, 10 keys")
+            if args.skip_peers:
+                for n in sizes:
+                    for label, binary in keygates:
+                        run_keygate(work, label, binary, keysets[n][1], f"127.0.0.1:{origin_port}", "",
+                                    good_hdr(n), bad_hdr, args.seconds, record, f"{n} keys")
+                continue
             # the framework floor
             pport = free_port()
             p = Server("passthrough", [PASSTHROUGH, f"127.0.0.1:{pport}", f"127.0.0.1:{origin_port}", "1"], pport, 0)
@@ -257,21 +317,9 @@ def main():
                 record(f"nginx 200 ({n} keys)", measure(ng, good_hdr(n), args.seconds, True))
                 record(f"nginx 401 ({n} keys)", measure(ng, bad_hdr, args.seconds, False))
                 ng.stop()
-                kport = free_port()
-                cfg = os.path.join(work, f"keygate-{n}.yaml")
-                with open(cfg, "w") as f:
-                    f.write(f"""server: {{ listen: ["127.0.0.1:{kport}"], threads: 1, metrics_listen: "127.0.0.1:{free_port()}" }}
-secret: {{ env: KEYGATE_SHARED_SECRET }}
-auth: {{ keys_file: {kpath}, brute_force: {{ max_failures: 0 }} }}
-upstreams: {{ origin: {{ address: "127.0.0.1:{origin_port}" }} }}
-routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
-""")
-                with open(os.path.join(work, f"keygate-{n}.log"), "w") as log:
-                    kg = Server("keygate", [KEYGATE, "run", "-c", cfg], kport, 0,
-                                env={"KEYGATE_SHARED_SECRET": SECRET, "KEYGATE_LOG": "info"}, log=log)
-                    record(f"keygate 200 ({n} keys)", measure(kg, good_hdr(n), args.seconds, True))
-                    record(f"keygate 401 ({n} keys)", measure(kg, bad_hdr, args.seconds, False))
-                    kg.stop()
+                for label, binary in keygates:
+                    run_keygate(work, label, binary, kpath, f"127.0.0.1:{origin_port}", "",
+                                good_hdr(n), bad_hdr, args.seconds, record, f"{n} keys")
 
         if args.reload_keys:
             reload_under_load(work, origin_port, args)
@@ -284,6 +332,18 @@ routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
         for k, m in med.items():
             print(f"| {k} | {m['rps']:.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | {m['cpu_us_per_req']:.1f} | {m['rss_mib']:.0f} |")
         print()
+        for n in sizes:
+            if args.baseline:
+                for path in ("200", "401"):
+                    new, old = med[f"keygate {path} ({n} keys)"], med[f"baseline {path} ({n} keys)"]
+                    print(f"{n} keys, {path} path: keygate/baseline CPU per request"
+                          f" {new['cpu_us_per_req'] / old['cpu_us_per_req']:.3f}x")
+        if args.baseline:
+            new, old = med["keygate 200 (TLS origin, 10 keys)"], med["baseline 200 (TLS origin, 10 keys)"]
+            print(f"TLS origin, 200 path: keygate/baseline CPU per request"
+                  f" {new['cpu_us_per_req'] / old['cpu_us_per_req']:.3f}x")
+        if args.skip_peers:
+            return
         floor = med["passthrough 200*"]["cpu_us_per_req"]
         floor401 = med["pingora 401 floor*"]["cpu_us_per_req"]
         for n in sizes:

@@ -60,13 +60,25 @@ impl Drop for TestDir {
     }
 }
 
-/// Reserve a free loopback port (bind :0, read it, release it).
+/// Ports handed to keygate come from below the kernel's ephemeral range (32768+ on
+/// Linux), so a port checked free here and bound by keygate a moment later can never be
+/// taken meanwhile by a socket that binds `:0` (test origins, clients).
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback port for keygate to listen on (see [`PORT_RANGE`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let span = usize::from(PORT_RANGE.end - PORT_RANGE.start);
+    // Start somewhere different in each test process.
+    let offset = (std::process::id() as usize).wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let i = (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = PORT_RANGE.start + i as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORT_RANGE:?}");
 }
 
 /// A parsed HTTP request or response head plus body.
@@ -186,6 +198,7 @@ pub fn read_message(
 /// One client connection that can send several requests (keep-alive).
 pub struct Client {
     r: BufReader<Box<dyn Conn>>,
+    tcp: Option<TcpStream>,
 }
 
 impl Client {
@@ -194,6 +207,7 @@ impl Client {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         Client {
+            tcp: s.try_clone().ok(),
             r: BufReader::new(Box::new(s)),
         }
     }
@@ -204,6 +218,7 @@ impl Client {
         let s = sock.connect_std(addr);
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         Client {
+            tcp: s.try_clone().ok(),
             r: BufReader::new(Box::new(s)),
         }
     }
@@ -247,8 +262,24 @@ impl Client {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         Client {
+            tcp: None,
             r: BufReader::new(Box::new(rustls::StreamOwned::new(conn, s))),
         }
+    }
+
+    /// Send raw bytes, reporting a closed connection instead of panicking.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.r.get_mut().write_all(bytes)?;
+        self.r.get_mut().flush()
+    }
+
+    /// A second handle on a plain-TCP connection, to write from another thread.
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.tcp
+            .as_ref()
+            .expect("a plain TCP client")
+            .try_clone()
+            .unwrap()
     }
 
     /// Send raw bytes.
@@ -323,6 +354,52 @@ impl Pki {
         }
     }
 
+    /// A self-signed certificate that is its own CA (`CA:TRUE`), as `openssl req -x509`
+    /// makes, for `names` (DNS names or IP addresses), valid between the two dates.
+    pub fn self_signed(names: &[&str], valid: (i32, i32)) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("origin"),
+        );
+        params.not_before = rcgen::date_time_ymd(valid.0, 1, 1);
+        params.not_after = rcgen::date_time_ymd(valid.1, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        Pki {
+            ca_pem: cert.pem(),
+            ca_der: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            leaf_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    /// A certificate and key made elsewhere (e.g. by the `openssl` command), PEM; the
+    /// certificate is also its own trust anchor.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Pki {
+        use rustls::pki_types::pem::PemObject;
+        let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let key_der = match key {
+            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            other => panic!("expected a PKCS#8 key, got {other:?}"),
+        };
+        Pki {
+            ca_pem: cert_pem.to_string(),
+            ca_der: leaf.clone(),
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            leaf_der: leaf,
+            key_der,
+        }
+    }
+
     fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
         Arc::new(
@@ -351,6 +428,8 @@ pub enum OriginMode {
     Garbage,
     /// Send headers announcing a 1000-byte body, 10 bytes of it, then close.
     CutMidBody,
+    /// Read nothing for this many milliseconds after accepting, then behave normally.
+    SlowReadMs(u64),
 }
 
 /// A real HTTP origin that records every request and requires the shared secret.
@@ -443,6 +522,9 @@ fn serve(
     secret: &Mutex<String>,
     mode: OriginMode,
 ) {
+    if let OriginMode::SlowReadMs(ms) = mode {
+        thread::sleep(Duration::from_millis(ms));
+    }
     let mut r = BufReader::new(conn);
     while let Ok(Some(req)) = read_message(&mut r, false) {
         let ok = req.all("x-shared-secret") == [secret.lock().unwrap().clone()];
@@ -464,7 +546,7 @@ fn serve(
                 let _ = r.get_mut().flush();
                 return;
             }
-            OriginMode::Normal => {}
+            OriginMode::Normal | OriginMode::SlowReadMs(_) => {}
         }
         let (status, body) = if ok {
             (

@@ -7,6 +7,10 @@ mod harness;
 mod auth;
 // Upstream failures, TLS to the origin, TLS listeners.
 mod upstream;
+// The request keygate routes is the request the origin acts on: hosts, paths, claims.
+mod canonical;
+// Slow clients: request-head deadline, body-rate floor.
+mod slow;
 // The command line: check, keygen/hash, refusing to start, demo.
 mod cli;
 // SIGHUP reload: keys change live, broken files keep the old state.
