@@ -51,7 +51,67 @@ fn release_memory() {
     }
 }
 
+/// OpenSSL's allocations go to mimalloc too: with the system allocator, each upstream
+/// TLS record's buffers (released when idle, `SSL_MODE_RELEASE_BUFFERS`) grew and trimmed
+/// a glibc arena (`mprotect`) on every request.
+fn openssl_uses_mimalloc() {
+    use std::ffi::{c_char, c_int, c_void};
+    extern "C" fn m(n: usize, _: *const c_char, _: c_int) -> *mut c_void {
+        // SAFETY: mi_malloc has malloc's contract.
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_malloc(n)
+        }
+    }
+    extern "C" fn r(p: *mut c_void, n: usize, _: *const c_char, _: c_int) -> *mut c_void {
+        // SAFETY: `p` comes from `m` or `r` (OpenSSL pairs its own calls).
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_realloc(p, n)
+        }
+    }
+    extern "C" fn f(p: *mut c_void, _: *const c_char, _: c_int) {
+        // SAFETY: `p` comes from `m` or `r`, or is null.
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_free(p)
+        }
+    }
+    #[allow(unsafe_code)]
+    extern "C" {
+        fn CRYPTO_set_mem_functions(
+            m: extern "C" fn(usize, *const c_char, c_int) -> *mut c_void,
+            r: extern "C" fn(*mut c_void, usize, *const c_char, c_int) -> *mut c_void,
+            f: extern "C" fn(*mut c_void, *const c_char, c_int),
+        ) -> c_int;
+    }
+    // SAFETY: called first thing in main, before OpenSSL has allocated anything (it
+    // refuses, returning 0, once it has); the three functions are a consistent set.
+    #[allow(unsafe_code)]
+    unsafe {
+        CRYPTO_set_mem_functions(m, r, f);
+    }
+}
+
+/// Read whole TLS records from an origin in one system call instead of three (record
+/// header, body, then a read that would block): OpenSSL's read-ahead, which Pingora's
+/// connector leaves off and its upstream TCP streams do not buffer either.
+fn tune_upstream_tls(ssl: &openssl::ssl::SslRef) {
+    use foreign_types_shared::ForeignTypeRef;
+    #[allow(unsafe_code)]
+    extern "C" {
+        fn SSL_set_read_ahead(s: *mut openssl_sys::SSL, yes: std::ffi::c_int);
+    }
+    // SAFETY: `ssl` is a live SSL* for the duration of the call; read-ahead is a plain flag.
+    #[allow(unsafe_code)]
+    unsafe {
+        SSL_set_read_ahead(ssl.as_ptr(), 1)
+    }
+}
+
 fn main() -> ExitCode {
+    openssl_uses_mimalloc();
+    keygate::tls::set_connection_tuning(tune_upstream_tls);
     let cli = Cli::parse();
     logging::init();
     let command = if cli.test {

@@ -181,10 +181,24 @@ impl OriginTrust {
     }
 }
 
+/// A process-wide adjustment applied to every new upstream TLS connection after its
+/// handshake, before its verdict is computed. The binary installs one (it needs an
+/// FFI call this library does not make, see `main.rs`); without it nothing changes.
+static CONNECTION_TUNING: std::sync::OnceLock<fn(&openssl::ssl::SslRef)> =
+    std::sync::OnceLock::new();
+
+/// Install the per-connection tuning (first call wins).
+pub fn set_connection_tuning(f: fn(&openssl::ssl::SslRef)) {
+    let _ = CONNECTION_TUNING.set(f);
+}
+
 /// The handshake-complete hook that verifies an origin's certificate with `trust`
 /// and attaches the [`Verdict`] to the connection.
 pub fn verification_hook(trust: Arc<OriginTrust>) -> HandshakeCompleteHook {
     Arc::new(move |ssl| {
+        if let Some(tune) = CONNECTION_TUNING.get() {
+            tune(ssl);
+        }
         let verdict = match ssl.peer_certificate() {
             Some(leaf) => trust.verify(&leaf, ssl.peer_cert_chain()),
             None => Err("the origin presented no certificate".to_string()),
