@@ -6,13 +6,13 @@
 #![allow(clippy::unwrap_used)] // benchmark setup: a failed unwrap is a broken benchmark
 
 use std::hint::black_box;
-use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue};
 use keygate::admission::{admit, Admission};
 use keygate::auth::{self, AuthOutcome};
-use keygate::config::{Config, ConsumerConfig, KeyConfig, KeysFile};
+use keygate::config::{ConsumerConfig, KeyConfig, KeysFile};
+use keygate::fixture;
 use keygate::forwarded;
 use keygate::limiter::FailureLimiter;
 use keygate::proxy::{rewrite_upstream_headers, Rewrite};
@@ -56,16 +56,7 @@ fn state_with(n: usize) -> State {
                 .collect(),
         })
         .collect();
-    let config = Config::from_yaml(CONFIG, Path::new("c")).unwrap();
-    let keys = KeysFile { consumers };
-    state::build(
-        &config,
-        Path::new("c"),
-        &keys,
-        Path::new("k"),
-        b"bench-secret-0123456789",
-    )
-    .unwrap()
+    fixture::build_with_keys(CONFIG, &KeysFile { consumers }).unwrap()
 }
 
 fn sizes() -> Vec<usize> {
@@ -193,7 +184,7 @@ fn load(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function(BenchmarkId::new("json_keys", n), |b| {
         b.iter(|| {
-            let loaded = state::load(&path).unwrap();
+            let loaded = state::load(&path, None).unwrap();
             assert_eq!(loaded.state.keys.len(), n);
             loaded
         })

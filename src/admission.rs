@@ -7,7 +7,6 @@
 //! metrics, so unit tests and benches call it directly. Request ids are made here too.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
@@ -16,11 +15,9 @@ use pingora::protocols::http::authority::{raw_target_authority, RawTargetAuthori
 use crate::auth::{self, AuthOutcome, Rejection};
 use crate::config::AuthMode;
 use crate::limiter::FailureLimiter;
+use crate::metrics::AuthResult;
 use crate::problem::Code;
 use crate::state::State;
-
-/// Longest accepted incoming `x-request-id`.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// A request admitted for the origin: where it goes, as whom, and what changes on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,31 +36,35 @@ pub struct Forward {
     pub host_changed: bool,
 }
 
+/// A request keygate answers itself: with which code, and what was known by then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Why.
+    pub code: Code,
+    /// The matched route, if routing got that far (for metrics and logs).
+    pub route: Option<usize>,
+    /// The authentication outcome, if authentication ran.
+    pub outcome: Option<AuthOutcome>,
+    /// Seconds for `Retry-After` (brute-force block).
+    pub retry_after: Option<u64>,
+}
+
 /// What `request_filter` decided for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// Forward to the origin.
     Forward(Forward),
-    /// Answer with this code; `route` and `outcome` when known (for metrics and logs).
-    Reject {
-        /// Why.
-        code: Code,
-        /// The matched route, if routing got that far.
-        route: Option<usize>,
-        /// The authentication outcome, if authentication ran.
-        outcome: Option<AuthOutcome>,
-        /// Seconds for `Retry-After` (brute-force block).
-        retry_after: Option<u64>,
-    },
+    /// Answer it here.
+    Reject(Reject),
 }
 
 fn reject(code: Code) -> Admission {
-    Admission::Reject {
+    Admission::Reject(Reject {
         code,
         route: None,
         outcome: None,
         retry_after: None,
-    }
+    })
 }
 
 /// Approximate size of the request line and headers as received.
@@ -178,19 +179,19 @@ pub fn admit(
     if mode != AuthMode::None {
         if let Some(ip) = client {
             if let Some(wait) = limiter.blocked(ip, limits.brute_force, now_secs) {
-                state.handles.auth_blocked();
-                return Admission::Reject {
+                state.handles.auth(AuthResult::Blocked);
+                return Admission::Reject(Reject {
                     code: Code::TooManyFailures,
                     route: Some(route),
                     outcome: None,
                     retry_after: Some(wait),
-                };
+                });
             }
         }
     }
     let outcome = auth::authenticate(state, route, &req.headers, now);
     if mode != AuthMode::None {
-        state.handles.auth(&outcome);
+        state.handles.auth(outcome.metric());
     }
     match outcome {
         AuthOutcome::Rejected(r) => {
@@ -204,12 +205,12 @@ pub fn admit(
             if let (true, Some(ip)) = (guess, client) {
                 limiter.record_failure(ip, limits.brute_force, now_secs);
             }
-            Admission::Reject {
-                code: Code::from(r),
+            Admission::Reject(Reject {
+                code: r.code(),
                 route: Some(route),
                 outcome: Some(outcome),
                 retry_after: None,
-            }
+            })
         }
         outcome => Admission::Forward(Forward {
             route,
@@ -221,57 +222,12 @@ pub fn admit(
     }
 }
 
-/// Whether an incoming request id is safe to keep: 1–128 of `[A-Za-z0-9._:-]`.
-pub fn valid_request_id(v: &[u8]) -> bool {
-    !v.is_empty()
-        && v.len() <= MAX_REQUEST_ID_LEN
-        && v.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
-}
-
-static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
-static REQUEST_ID_SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Generate a request id: 32 hex characters, unique within the process.
-pub fn new_request_id() -> HeaderValue {
-    let seed = *REQUEST_ID_SEED.get_or_init(|| {
-        let mut b = [0u8; 8];
-        // A fixed seed only makes ids predictable across restarts, never duplicated within one.
-        let _ = getrandom::fill(&mut b);
-        u64::from_le_bytes(b)
-    });
-    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let (hi, lo) = (splitmix64(!seed), splitmix64(seed.wrapping_add(n)));
-    let mut buf = [0u8; 32];
-    for (i, byte) in hi
-        .to_be_bytes()
-        .iter()
-        .chain(lo.to_be_bytes().iter())
-        .enumerate()
-    {
-        buf[2 * i] = HEX[usize::from(byte >> 4)];
-        buf[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-    }
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, KeysFile};
-    use std::path::Path;
 
     fn state() -> State {
-        let c = Config::from_yaml(
+        crate::fixture::state(
             r#"
 secret: { env: UNUSED }
 auth: { keys_file: keys.yaml }
@@ -284,18 +240,8 @@ routes:
   - { name: api, host: api.test, path_prefix: /, upstream: o, auth: required }
   - { name: open, path_prefix: /, upstream: o, auth: none }
 "#,
-            Path::new("c"),
+            "consumers: []",
         )
-        .unwrap();
-        let k = KeysFile::from_yaml("consumers: []", Path::new("k")).unwrap();
-        crate::state::build(
-            &c,
-            Path::new("c"),
-            &k,
-            Path::new("k"),
-            b"secret-secret-secret",
-        )
-        .unwrap()
     }
 
     fn request(target: &[u8], hosts: &[&str], version: http::Version) -> RequestHeader {
@@ -320,7 +266,7 @@ routes:
 
     fn code(a: &Admission) -> Option<Code> {
         match a {
-            Admission::Reject { code, .. } => Some(*code),
+            Admission::Reject(r) => Some(r.code),
             Admission::Forward(_) => None,
         }
     }
@@ -393,19 +339,5 @@ routes:
             admit(&state(), &r, None, &limiter, 0),
             Admission::Forward(_)
         ));
-    }
-
-    #[test]
-    fn request_ids() {
-        assert!(valid_request_id(b"abc-123_x.y:z"));
-        assert!(!valid_request_id(b""));
-        assert!(!valid_request_id(b"a b"));
-        assert!(!valid_request_id(b"a\"b"));
-        assert!(!valid_request_id(&[b'a'; 129]));
-        let a = new_request_id();
-        let b = new_request_id();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
-        assert!(valid_request_id(a.as_bytes()));
     }
 }

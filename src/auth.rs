@@ -7,7 +7,41 @@ use http::HeaderMap;
 
 use crate::apikey::{self, Shape};
 use crate::config::AuthMode;
+use crate::metrics::AuthResult;
+use crate::problem::Code;
 use crate::state::{Source, State};
+
+impl Rejection {
+    /// The problem code keygate answers with.
+    pub fn code(self) -> Code {
+        match self {
+            Rejection::Missing => Code::MissingApiKey,
+            Rejection::Invalid => Code::InvalidApiKey,
+            Rejection::Expired => Code::ExpiredApiKey,
+            Rejection::Disabled => Code::DisabledApiKey,
+            Rejection::Ambiguous => Code::AmbiguousCredentials,
+            Rejection::Forbidden => Code::Forbidden,
+        }
+    }
+}
+
+impl AuthOutcome {
+    /// The `keygate_auth_total{result}` this outcome counts as.
+    pub fn metric(&self) -> AuthResult {
+        match self {
+            AuthOutcome::Consumer { .. } => AuthResult::Ok,
+            AuthOutcome::Anonymous => AuthResult::Anonymous,
+            AuthOutcome::Rejected(r) => match r {
+                Rejection::Missing => AuthResult::Missing,
+                Rejection::Invalid => AuthResult::Invalid,
+                Rejection::Expired => AuthResult::Expired,
+                Rejection::Disabled => AuthResult::Disabled,
+                Rejection::Forbidden => AuthResult::Forbidden,
+                Rejection::Ambiguous => AuthResult::Ambiguous,
+            },
+        }
+    }
+}
 
 /// Longest key accepted; longer ones are rejected without hashing.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -199,9 +233,7 @@ pub fn authenticate(state: &State, route: usize, headers: &HeaderMap, now: i64) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, KeysFile};
     use http::HeaderValue;
-    use std::path::Path;
 
     fn state() -> State {
         let config = r#"
@@ -220,16 +252,7 @@ routes:
             hex::encode(apikey::digest(b"old-key")),
             hex::encode(apikey::digest(b"off-key")),
         );
-        let c = Config::from_yaml(config, Path::new("c")).unwrap();
-        let k = KeysFile::from_yaml(&keys, Path::new("k")).unwrap();
-        crate::state::build(
-            &c,
-            Path::new("c"),
-            &k,
-            Path::new("k"),
-            b"secret-secret-secret",
-        )
-        .unwrap()
+        crate::fixture::state(config, &keys)
     }
 
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {

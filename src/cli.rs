@@ -63,7 +63,7 @@ pub enum Command {
 
 /// Validate everything `run` would load and describe it in one line.
 pub fn check(config: &Path) -> Result<String, ConfigError> {
-    let loaded = state::load(config)?;
+    let loaded = state::load(config, None)?;
     let s = &loaded.state;
     let c = s.key_counts(timestamp::now_unix());
     let mut out = format!(

@@ -7,11 +7,20 @@
 //! names, duplicate digests, the secret being present) live in [`crate::state`],
 //! which turns a parsed file into the runtime snapshot the request path reads.
 
+mod error;
+mod parse;
+mod secret;
+mod stream;
+
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use error::{ConfigError, Location, Problem};
+pub use parse::{parse_yaml, read, resolve_relative};
+pub use secret::{SecretConfig, SecretSource};
+pub use stream::for_each_consumer;
 
 /// Default plain-HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -47,92 +56,6 @@ pub const DEFAULT_BRUTE_FORCE_MAX_FAILURES: u32 = 20;
 pub const DEFAULT_BRUTE_FORCE_WINDOW_SECONDS: u32 = 60;
 /// Default number of counters in the brute-force table (8 bytes each).
 pub const DEFAULT_BRUTE_FORCE_TABLE_SLOTS: usize = 65_536;
-
-/// Where a configuration problem was found: file, optional line/column, field path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    /// The file the problem is in (as given by the operator).
-    pub file: PathBuf,
-    /// 1-based line and column, when the parser reports one.
-    pub line_col: Option<(usize, usize)>,
-    /// The field path, e.g. `consumers[2].keys[0].sha256`.
-    pub field: String,
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some((line, col)) = self.line_col {
-            write!(f, ":{line}:{col}")?;
-        }
-        if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
-        }
-        Ok(())
-    }
-}
-
-/// One problem with the configuration, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Where it is.
-    pub at: Location,
-    /// What is wrong, in plain words; never contains a key, digest or secret.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.at, self.message)
-    }
-}
-
-/// Why a configuration could not be loaded. Holds *all* problems found.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A file could not be read.
-    #[error("{}: cannot read file: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// One or more problems in the contents.
-    #[error("{}", ProblemList(.0))]
-    Invalid(Vec<Problem>),
-}
-
-struct ProblemList<'a>(&'a [Problem]);
-
-impl fmt::Display for ProblemList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        write!(
-            f,
-            "{n} problem{} in configuration",
-            if n == 1 { "" } else { "s" }
-        )?;
-        for p in self.0 {
-            write!(f, "\n  {p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ConfigError {
-    /// Build an error holding a single problem.
-    pub fn one(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid(vec![Problem {
-            at: Location {
-                file: file.to_path_buf(),
-                line_col: None,
-                field: field.into(),
-            },
-            message: message.into(),
-        }])
-    }
-}
 
 /// The main file, `keygate.yaml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -218,23 +141,6 @@ pub struct TlsListenConfig {
     pub cert: PathBuf,
     /// PEM private key. Relative to the config file's folder.
     pub key: PathBuf,
-}
-
-/// `secret:` — the shared secret keygate sends to the origin.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretConfig {
-    /// Header name carrying the secret. Default `x-shared-secret`.
-    #[serde(default = "default_secret_header")]
-    pub header: String,
-    /// Environment variable holding the secret. Exactly one of `env` and `file`.
-    pub env: Option<String>,
-    /// File holding the secret (a trailing newline is trimmed). Exactly one of `env` and `file`.
-    pub file: Option<PathBuf>,
-}
-
-fn default_secret_header() -> String {
-    DEFAULT_SECRET_HEADER.to_string()
 }
 
 /// `auth:` — the keys file and the credential sources.
@@ -418,73 +324,6 @@ pub struct KeyConfig {
     pub disabled: bool,
 }
 
-/// Parse YAML text into `T`, reporting the file, line, column and field path on error.
-///
-/// A document that is JSON (YAML 1.2 is a superset of JSON) takes a fast path
-/// through `serde_json`: the same data and the same strictness, many times
-/// faster, which matters for keys files with a million entries. Flow-style YAML
-/// that merely starts with `{` but is not JSON falls back to the YAML parser.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(
-    text: &str,
-    file: &Path,
-) -> Result<T, ConfigError> {
-    if text.trim_start().starts_with('{') {
-        match serde_json::from_str(text) {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_data() => return Err(json_error(&e, file)),
-            Err(_) => {}
-        }
-    }
-    serde_yaml::from_str(text).map_err(|e| yaml_error(e, file))
-}
-
-/// A serde_json error as a located problem: file, line/column, message.
-fn json_error(e: &serde_json::Error, file: &Path) -> ConfigError {
-    ConfigError::Invalid(vec![Problem {
-        at: Location {
-            file: file.to_path_buf(),
-            line_col: Some((e.line(), e.column())),
-            field: String::new(),
-        },
-        message: strip_position(e.to_string()),
-    }])
-}
-
-/// A serde_yaml error as a located problem: file, line/column, field path, message.
-fn yaml_error(e: serde_yaml::Error, file: &Path) -> ConfigError {
-    {
-        let line_col = e.location().map(|l| (l.line(), l.column()));
-        // serde_yaml prefixes the message with the field path ("routes[0]: ...") and
-        // suffixes the position; split those out so the location is uniform.
-        let msg = strip_position(e.to_string());
-        let (field, message) = match msg.split_once(": ") {
-            Some((path, rest)) if looks_like_path(path) => (path.to_string(), rest.to_string()),
-            _ => (String::new(), msg),
-        };
-        ConfigError::Invalid(vec![Problem {
-            at: Location {
-                file: file.to_path_buf(),
-                line_col,
-                field,
-            },
-            message,
-        }])
-    }
-}
-
-fn strip_position(mut msg: String) -> String {
-    if let Some(pos) = msg.rfind(" at line ") {
-        msg.truncate(pos);
-    }
-    msg
-}
-
-fn looks_like_path(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.[]-".contains(&b))
-}
-
 impl Config {
     /// Parse `keygate.yaml` text; `file` is only used in error messages.
     pub fn from_yaml(text: &str, file: &Path) -> Result<Config, ConfigError> {
@@ -501,142 +340,6 @@ impl KeysFile {
     /// Parse `keys.yaml` text; `file` is only used in error messages.
     pub fn from_yaml(text: &str, file: &Path) -> Result<KeysFile, ConfigError> {
         parse_yaml(text, file)
-    }
-}
-
-/// Hand each consumer of a keys file to `f` as soon as it is parsed, so a file with a
-/// million keys is never held in memory as a million parsed entries.
-///
-/// Accepts exactly what [`KeysFile::from_yaml`] accepts (JSON fast path included),
-/// with the same located errors.
-pub fn for_each_consumer(
-    text: &str,
-    file: &Path,
-    f: &mut dyn FnMut(usize, &ConsumerConfig),
-) -> Result<(), ConfigError> {
-    let mut delivered = 0usize;
-    if text.trim_start().starts_with('{') {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let result = serde::de::DeserializeSeed::deserialize(
-            stream::KeysSeed {
-                f: &mut *f,
-                delivered: &mut delivered,
-            },
-            &mut de,
-        )
-        .and_then(|()| de.end());
-        match result {
-            Ok(()) => return Ok(()),
-            // Not JSON after all (flow-style YAML): parse it as YAML from the start.
-            Err(e) if e.is_syntax() && delivered == 0 => {}
-            Err(e) => return Err(json_error(&e, file)),
-        }
-    }
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde::de::DeserializeSeed::deserialize(
-        stream::KeysSeed {
-            f,
-            delivered: &mut delivered,
-        },
-        de,
-    )
-    .map_err(|e| yaml_error(e, file))
-}
-
-/// Streaming deserialization of the keys file: `{consumers: [ConsumerConfig, ...]}`.
-mod stream {
-    use std::fmt;
-
-    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-
-    use super::ConsumerConfig;
-
-    pub(super) struct KeysSeed<'f> {
-        pub(super) f: &'f mut dyn FnMut(usize, &ConsumerConfig),
-        pub(super) delivered: &'f mut usize,
-    }
-
-    impl<'de> DeserializeSeed<'de> for KeysSeed<'_> {
-        type Value = ();
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_struct("KeysFile", &["consumers"], self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for KeysSeed<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a keys file with a `consumers` list")
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen = false;
-            while let Some(key) = map.next_key::<String>()? {
-                if key != "consumers" {
-                    return Err(de::Error::unknown_field(&key, &["consumers"]));
-                }
-                if seen {
-                    return Err(de::Error::duplicate_field("consumers"));
-                }
-                seen = true;
-                map.next_value_seed(ConsumersSeed {
-                    f: &mut *self.f,
-                    delivered: &mut *self.delivered,
-                })?;
-            }
-            Ok(())
-        }
-    }
-
-    struct ConsumersSeed<'f> {
-        f: &'f mut dyn FnMut(usize, &ConsumerConfig),
-        delivered: &'f mut usize,
-    }
-
-    impl<'de> DeserializeSeed<'de> for ConsumersSeed<'_> {
-        type Value = ();
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for ConsumersSeed<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of consumers")
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(c) = seq.next_element::<ConsumerConfig>()? {
-                (self.f)(*self.delivered, &c);
-                *self.delivered += 1;
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Read a whole file as UTF-8, with the path in the error.
-pub fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Resolve `p` against the folder of `config_path` when it is relative.
-pub fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        config_path
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join(p)
     }
 }
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::Arc;
 
 use http::HeaderName;
 use pingora::services::listening::Service;
@@ -14,9 +15,10 @@ use pingora::services::listening::Service;
 use crate::apikey;
 use crate::config::{
     default_sources, AuthConfig, AuthMode, Config, ConsumerConfig, KeyConfig, KeysFile,
-    RouteConfig, SecretConfig, ServerConfig, UpstreamConfig, DEFAULT_CONNECT_TIMEOUT_MS,
-    DEFAULT_READ_TIMEOUT_MS, DEFAULT_SECRET_HEADER,
+    RouteConfig, SecretConfig, SecretSource, ServerConfig, UpstreamConfig,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_READ_TIMEOUT_MS, DEFAULT_SECRET_HEADER,
 };
+use crate::metrics::Metrics;
 use crate::origin::DemoOrigin;
 use crate::server;
 use crate::state::{self, Loaded};
@@ -56,10 +58,11 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             metrics_listen: String::new(),
             ..ServerConfig::default()
         },
+        // The demo hands its generated secret to the state directly; this source is
+        // never read.
         secret: SecretConfig {
             header: DEFAULT_SECRET_HEADER.into(),
-            env: None,
-            file: None,
+            source: SecretSource::Env("KEYGATE_DEMO_SECRET".into()),
         },
         auth: AuthConfig {
             keys_file: "(demo)".into(),
@@ -110,12 +113,16 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             }],
         }],
     };
+    let metrics = Arc::new(Metrics::register(prometheus::Registry::new()).map_err(|e| setup(&e))?);
     let state = state::build(
-        &config,
-        Path::new("(demo)"),
+        state::Inputs {
+            config: &config,
+            config_path: Path::new("(demo)"),
+            keys_path: Path::new("(demo)"),
+            secret: secret.as_bytes(),
+            metrics: Some(&metrics),
+        },
         &keys,
-        Path::new("(demo)"),
-        secret.as_bytes(),
     )
     .map_err(|e| setup(&e))?;
     let mut gateway = server::assemble(
@@ -124,6 +131,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             state,
             warnings: Vec::new(),
         },
+        metrics,
         None,
         Default::default(),
     )

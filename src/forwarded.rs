@@ -80,7 +80,7 @@ fn parse_entry(e: &str) -> Option<IpAddr> {
 }
 
 /// Who the client is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Client {
     /// The client address (for the brute-force limiter, the access log and the origin).
     pub addr: Option<IpAddr>,

@@ -47,7 +47,14 @@ pub fn config_input(data: &[u8]) {
     }
     config.server.tls_listen.clear();
     let keys = whole.unwrap_or_default();
-    if let Ok(state) = state::build(&config, file, &keys, file, b"fuzz-secret-0123456789") {
+    let inputs = state::Inputs {
+        config: &config,
+        config_path: file,
+        keys_path: file,
+        secret: crate::fixture::SECRET,
+        metrics: None,
+    };
+    if let Ok(state) = state::build(inputs, &keys) {
         let _ = state.key_counts(0);
         let _ = state.keys.heap_bytes();
     }
@@ -63,19 +70,15 @@ pub const AUTH_KEYS: [&str; 3] = [
 fn auth_state() -> &'static State {
     static STATE: OnceLock<State> = OnceLock::new();
     STATE.get_or_init(|| {
-        let cfg = Config::from_yaml(
-            "secret: { env: X }\nauth: { keys_file: k }\nupstreams: { o: { address: \"127.0.0.1:1\" } }\nroutes:\n  - { name: none, path_prefix: /open, upstream: o, auth: none }\n  - { name: opt, path_prefix: /opt, upstream: o, auth: optional }\n  - { name: api, path_prefix: /, upstream: o, auth: required }\n",
-            Path::new("c"),
-        )
-        .expect("fixed fuzz config parses");
         let mut yaml = String::from("consumers:\n  - id: c\n    routes: [api, opt]\n    keys:\n");
         for (i, k) in AUTH_KEYS.iter().enumerate() {
-            let d = hex::encode(crate::apikey::digest(k.as_bytes()));
+            let d = crate::fixture::digest_hex(k);
             yaml.push_str(&format!("      - {{ id: k{i}, sha256: \"{d}\" }}\n"));
         }
-        let keys = KeysFile::from_yaml(&yaml, Path::new("k")).expect("fixed fuzz keys parse");
-        state::build(&cfg, Path::new("c"), &keys, Path::new("k"), b"fuzz-secret-0123456789")
-            .expect("fixed fuzz state builds")
+        crate::fixture::state(
+            "secret: { env: X }\nauth: { keys_file: k }\nupstreams: { o: { address: \"127.0.0.1:1\" } }\nroutes:\n  - { name: none, path_prefix: /open, upstream: o, auth: none }\n  - { name: opt, path_prefix: /opt, upstream: o, auth: optional }\n  - { name: api, path_prefix: /, upstream: o, auth: required }\n",
+            &yaml,
+        )
     })
 }
 

@@ -3,31 +3,49 @@
 //! Clients present an API key; keygate checks its SHA-256 digest against the
 //! keys file, answers 401/403 itself, and forwards good requests to the origin
 //! with the credential removed, a shared secret added, and the consumer's
-//! identity in headers. The modules, in the order a request meets them:
+//! identity in headers.
 //!
-//! - [`config`]: the YAML files as written (strict, located errors);
-//! - [`state`]: the validated runtime snapshot the request path reads;
-//! - [`keystore`]: the key index (O(1) by digest, about 70 bytes per key);
-//! - [`admission`]: the request decision (limits, host, path, route, brute force, auth);
-//! - [`host`], [`path`]: the canonical host and path routes match and origins receive;
-//! - [`headers`]: every header name keygate sets, and those it removes from clients;
-//! - [`forwarded`]: the client address behind trusted proxies, and `X-Forwarded-*`;
-//! - [`auth`]: the pure authentication decision;
-//! - [`limiter`]: brute-force resistance per client address;
+//! The modules form one-way layers: a module only uses modules of a lower
+//! layer (a test, `layering`, keeps it so). From the bottom:
+//!
+//! ```text
+//! leaves      apikey timestamp headers host path limiter problem request_id
+//!             config metrics logging tls forwarded
+//! keys        keystore
+//! state       state                   (validated, prepared, immutable snapshot)
+//! decisions   auth → admission        (pure: request head + state → outcome)
+//! connection  conn                    (request-head deadline, body-rate floor)
+//! serving     proxy  telemetry        (Pingora phases; /metrics + /healthz)
+//! operating   reload → server         (SIGHUP; wiring a Pingora server)
+//! front       cli  origin → demo      (the command line, the demo)
+//! ```
+//!
 //! - [`apikey`]: the key format, checksum and digests;
-//! - [`proxy`]: the Pingora `ProxyHttp` phases;
-//! - [`conn`]: client connections (request-head deadline, body-rate floor);
-//! - [`tls`]: origin certificate verification;
+//! - [`timestamp`]: RFC 3339 helpers;
+//! - [`headers`]: every header name keygate sets, and those it removes from clients;
+//! - [`host`], [`path`]: the canonical host and path routes match and origins receive;
+//! - [`limiter`]: brute-force resistance per client address;
 //! - [`problem`]: the problem documents keygate answers with;
+//! - [`request_id`]: request ids;
+//! - [`config`]: the YAML files as written (strict, located errors);
+//! - [`metrics`]: Prometheus families, label values and per-state handles;
 //! - [`logging`]: the leak-proof logger and the access log;
-//! - [`metrics`]: Prometheus metrics and the `/metrics` listener;
+//! - [`tls`]: origin certificate verification;
+//! - [`forwarded`]: the client address behind trusted proxies, and `X-Forwarded-*`;
+//! - [`keystore`]: the key index (O(1) by digest, about 70 bytes per key);
+//! - [`state`]: the validated runtime snapshot the request path reads;
+//! - [`auth`]: the pure authentication decision;
+//! - [`admission`]: the request decision (limits, host, path, route, brute force, auth);
+//! - [`conn`]: client connections (request-head deadline, body-rate floor);
+//! - [`proxy`]: the Pingora `ProxyHttp` phases;
+//! - [`telemetry`]: the `/metrics` and `/healthz` listener;
 //! - [`reload`]: SIGHUP reload;
 //! - [`server`]: wiring into a Pingora server;
-//! - [`cli`], [`demo`], [`origin`]: the command line and the demo;
-//! - [`timestamp`]: RFC 3339 helpers;
-//! - `fuzz`: fuzzing entry points (used by `fuzz/`).
+//! - [`cli`], [`origin`], [`demo`]: the command line and the demo;
+//! - `fixture`, `fuzz`: shared test fixtures and fuzzing entry points (hidden).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod apikey;
@@ -36,6 +54,8 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod demo;
+#[doc(hidden)]
+pub mod fixture;
 pub mod forwarded;
 #[doc(hidden)]
 pub mod fuzz;
@@ -50,7 +70,12 @@ pub mod path;
 pub mod problem;
 pub mod proxy;
 pub mod reload;
+pub mod request_id;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod timestamp;
 pub mod tls;
+
+#[cfg(test)]
+mod layering;

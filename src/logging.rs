@@ -71,13 +71,22 @@ const MAX_BUFFERED: usize = 4 << 20;
 /// How often the writer thread collects the workers' buffers.
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Lines dropped because the writer could not keep up (stderr blocked); exported as a metric.
-pub static ACCESS_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Lines dropped because the writer could not keep up (stderr blocked).
+static ACCESS_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Access-log lines dropped so far because the writer could not keep up (exported as
+/// `keygate_access_log_dropped_total` by the telemetry listener).
+pub fn dropped_lines() -> u64 {
+    ACCESS_DROPPED.load(Ordering::Relaxed)
+}
 
 type Buffer = Arc<Mutex<Vec<u8>>>;
 
 /// Every worker thread's access-log buffer, registered once per thread.
 static BUFFERS: OnceLock<Mutex<Vec<Buffer>>> = OnceLock::new();
+/// Held while buffers are written out, so the writer thread and a final [`flush`]
+/// never interleave one buffer's lines.
+static WRITING: Mutex<()> = Mutex::new(());
 
 thread_local! {
     static MY_BUFFER: Buffer = {
@@ -91,6 +100,34 @@ thread_local! {
     };
 }
 
+/// Write out every worker's buffered access-log lines now.
+fn drain(out: &mut Vec<u8>) {
+    let _writing = WRITING.lock();
+    let buffers: Vec<Buffer> = BUFFERS
+        .get()
+        .and_then(|all| all.lock().ok().map(|all| all.clone()))
+        .unwrap_or_default();
+    for b in buffers {
+        if let Ok(mut b) = b.lock() {
+            std::mem::swap(&mut *b, out);
+        }
+        if !out.is_empty() {
+            let _ = std::io::stderr().write_all(out);
+            out.clear();
+        }
+    }
+}
+
+/// Write every buffered access-log line to stderr before returning.
+///
+/// The writer thread drains the buffers every 50 ms; `main` calls this once the
+/// server has stopped (after SIGTERM's grace period or a SIGINT), so no line of a
+/// finished request is lost at exit.
+pub fn flush() {
+    drain(&mut Vec::new());
+    let _ = std::io::stderr().flush();
+}
+
 /// Start the thread that collects the workers' access-log buffers and writes them out,
 /// so a busy gateway pays neither a system call nor a thread wake-up per request.
 fn start_access_writer() -> Mutex<Vec<Buffer>> {
@@ -100,19 +137,7 @@ fn start_access_writer() -> Mutex<Vec<Buffer>> {
             let mut out = Vec::with_capacity(64 * 1024);
             loop {
                 std::thread::sleep(FLUSH_INTERVAL);
-                let buffers: Vec<Buffer> = BUFFERS
-                    .get()
-                    .and_then(|all| all.lock().ok().map(|all| all.clone()))
-                    .unwrap_or_default();
-                for b in buffers {
-                    if let Ok(mut b) = b.lock() {
-                        std::mem::swap(&mut *b, &mut out);
-                    }
-                    if !out.is_empty() {
-                        let _ = std::io::stderr().write_all(&out);
-                        out.clear();
-                    }
-                }
+                drain(&mut out);
             }
         });
     Mutex::new(Vec::new())
@@ -172,7 +197,7 @@ impl Log for Logger {
     }
 
     fn flush(&self) {
-        let _ = std::io::stderr().flush();
+        flush();
     }
 }
 

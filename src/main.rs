@@ -122,7 +122,14 @@ fn main() -> ExitCode {
     match command {
         Command::Run => {
             ignore_sighup_until_ready();
-            let loaded = match state::load(&cli.config) {
+            let metrics = match keygate::metrics::Metrics::register(prometheus::Registry::new()) {
+                Ok(m) => std::sync::Arc::new(m),
+                Err(e) => {
+                    eprintln!("keygate: cannot register metrics: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let loaded = match state::load(&cli.config, Some(&metrics)) {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("keygate: refusing to start: {e}");
@@ -137,14 +144,18 @@ fn main() -> ExitCode {
                 release_memory,
                 background_priority,
             };
-            match server::assemble(loaded, Some(cli.config.clone()), hooks) {
+            match server::assemble(loaded, metrics, Some(cli.config.clone()), hooks) {
                 Ok(gateway) => {
                     log::info!(
                         "keygate {} starting with {}",
                         env!("CARGO_PKG_VERSION"),
                         cli.config.display()
                     );
-                    gateway.run_forever()
+                    // `run` returns once the server stopped (SIGTERM after its grace period,
+                    // or SIGINT at once): then every buffered access-log line is written.
+                    gateway.run(pingora::server::RunArgs::default());
+                    logging::flush();
+                    ExitCode::SUCCESS
                 }
                 Err(e) => {
                     eprintln!("keygate: {e}");

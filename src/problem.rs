@@ -5,8 +5,6 @@
 //! never contain the key, its id or the secret: only a fixed text per code and
 //! the request id (which is validated to a safe alphabet before it gets here).
 
-use crate::auth::Rejection;
-
 /// Every error code keygate answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -45,19 +43,6 @@ pub enum Code {
     UpstreamTimeout,
     /// 500: an internal error.
     Internal,
-}
-
-impl From<Rejection> for Code {
-    fn from(r: Rejection) -> Code {
-        match r {
-            Rejection::Missing => Code::MissingApiKey,
-            Rejection::Invalid => Code::InvalidApiKey,
-            Rejection::Expired => Code::ExpiredApiKey,
-            Rejection::Disabled => Code::DisabledApiKey,
-            Rejection::Ambiguous => Code::AmbiguousCredentials,
-            Rejection::Forbidden => Code::Forbidden,
-        }
-    }
 }
 
 impl Code {
@@ -162,7 +147,7 @@ impl Code {
     /// The JSON body for this code and request id.
     ///
     /// `request_id` must already be restricted to `[A-Za-z0-9._:-]` (see
-    /// [`crate::admission::valid_request_id`]), so it needs no escaping.
+    /// [`crate::request_id::valid_request_id`]), so it needs no escaping.
     pub fn body(self, request_id: &[u8]) -> Vec<u8> {
         let mut b = Vec::with_capacity(256);
         b.extend_from_slice(br#"{"type":"about:blank","title":""#);

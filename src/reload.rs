@@ -56,8 +56,7 @@ impl Reloader {
             .name("keygate-reload".into())
             .spawn(move || {
                 (hooks.background_priority)();
-                let result = state::load(&path).map(|mut loaded| {
-                    loaded.state.handles = metrics.handles_for(&loaded.state);
+                let result = state::load(&path, Some(&metrics)).map(|loaded| {
                     let c = loaded.state.key_counts(timestamp::now_unix());
                     (loaded, c)
                 });
@@ -86,7 +85,7 @@ impl Reloader {
                     state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled
                 );
                 let old = self.shared.swap(Arc::new(state));
-                self.metrics.load_succeeded(true);
+                self.metrics.load_succeeded(true, timestamp::now_unix());
                 info!(target: "keygate::reload", "configuration reloaded in {} ms: {summary}", started.elapsed().as_millis());
                 // Free the previous state off the async thread once in-flight requests let go.
                 tokio::task::spawn_blocking(move || {

@@ -1,4 +1,8 @@
 //! Wiring: turns a loaded configuration into a Pingora `Server` with keygate's services.
+//!
+//! The proxy (every accepted connection wrapped by [`crate::conn`]), the
+//! telemetry listener and the SIGHUP reloader are added here; `main` runs the
+//! server and drains the access log once it stops.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,17 +15,15 @@ use pingora::services::listening::Service;
 
 use crate::config::{resolve_relative, ServerConfig};
 use crate::conn::DeadlineApp;
-use crate::metrics::{Metrics, MetricsApp};
+use crate::metrics::Metrics;
 use crate::proxy::{ApiKeyProxy, Timeouts};
 use crate::reload::{LoadHooks, Reloader};
 use crate::state::{Loaded, SharedState};
+use crate::telemetry::TelemetryApp;
 
 /// Errors while assembling the server (after the configuration was validated).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The metric families could not be registered.
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
     /// A TLS listener could not be set up.
     #[error("TLS listener {address}: {message}")]
     Tls {
@@ -43,22 +45,22 @@ pub fn server_conf(s: &ServerConfig) -> ServerConf {
     }
 }
 
-/// Build the server, ready for `run_forever`: the proxy on every listener, plus the SIGHUP reloader when the
-/// configuration came from a file.
+/// Build the server, ready to run: the proxy on every listener, the telemetry listener,
+/// and the SIGHUP reloader when the configuration came from a file.
 ///
-/// `hooks` run on the loading thread of each reload (lower its priority, hand freed
-/// memory back to the OS).
+/// `loaded` must have been built with `metrics` (its handles record there); `hooks` run
+/// on the loading thread of each reload (lower its priority, hand freed memory back).
+///
+/// # Errors
+/// [`ServerError::Tls`] when a TLS listener's files cannot be set up.
 pub fn assemble(
     loaded: Loaded,
+    metrics: Arc<Metrics>,
     config_path: Option<PathBuf>,
     hooks: LoadHooks,
 ) -> Result<Server, ServerError> {
-    let Loaded {
-        config, mut state, ..
-    } = loaded;
-    let metrics = Arc::new(Metrics::register(prometheus::Registry::new())?);
-    state.handles = metrics.handles_for(&state);
-    metrics.load_succeeded(false);
+    let Loaded { config, state, .. } = loaded;
+    metrics.load_succeeded(false, crate::timestamp::now_unix());
     let shared: SharedState = Arc::new(ArcSwap::from_pointee(state));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(&config.server));
     server.bootstrap();
@@ -100,9 +102,9 @@ pub fn assemble(
     server.add_service(proxy);
 
     if !config.server.metrics_listen.is_empty() {
-        let mut service = pingora::services::listening::Service::new(
-            "keygate metrics".to_string(),
-            MetricsApp::new(metrics.clone(), shared.clone()),
+        let mut service = Service::new(
+            "keygate telemetry".to_string(),
+            TelemetryApp::new(metrics.clone(), shared.clone()),
         );
         service.add_tcp(&config.server.metrics_listen);
         server.add_service(service);

@@ -1,15 +1,23 @@
 //! The runtime snapshot the request path reads: validated, prepared, immutable.
 //!
 //! [`load`] reads `keygate.yaml`, the keys file and the secret, checks them as a
-//! whole (collecting *every* problem before failing) and builds a [`State`]:
-//! routes with parsed matchers, upstreams as ready-to-clone `HttpPeer`s, the key
-//! index, and pre-built header values. Nothing string-typed or optional that the
-//! request path would have to re-check survives into `State`. A `State` is never
+//! whole (collecting *every* problem before failing, [`build`]) and builds a
+//! [`State`]: routes with parsed matchers, upstreams as ready-to-clone
+//! `HttpPeer`s with their TLS trust, the key index, pre-built header values and
+//! resolved metric handles. Nothing string-typed or optional that the request
+//! path would have to re-check survives into `State`. A `State` is never
 //! mutated; a reload builds a new one and swaps it in ([`SharedState`]).
+//!
+//! - `build`: the orchestrator and the sections of `keygate.yaml`;
+//! - `upstream`: upstream peers and origin TLS trust;
+//! - `keys`: consumers and the key index, one consumer at a time;
+//! - `load`: reading the files and secrets.
 
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+mod build;
+mod keys;
+mod load;
+mod upstream;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,27 +26,18 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{
-    resolve_relative, AuthMode, Config, ConfigError, ConsumerConfig, KeysFile, Location, Problem,
-    SecretConfig,
-};
+use crate::config::AuthMode;
 use crate::forwarded::TrustedProxies;
-use crate::keystore::{decode_digest, KeyIndex, KeyIndexBuilder};
-use crate::metrics::Handles;
-use crate::timestamp;
-use crate::tls::{ExpectedName, OriginTrust};
+use crate::keystore::KeyIndex;
+use crate::metrics::{Handles, KeyGauges, EXPIRING_SOON_SECONDS};
+use crate::tls::OriginTrust;
+
+pub use build::{build, Inputs};
+pub use load::{load, read_secret, Loaded, SHORT_SECRET};
 
 /// The state shared by every request and replaced whole by a reload.
 pub type SharedState = Arc<ArcSwap<State>>;
 
-/// Headers keygate owns on the way to the origin; client-sent copies are always removed.
-pub use crate::headers::IDENTITY as IDENTITY_HEADERS;
-
-/// How long an idle upstream connection is kept for reuse.
-const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Why header names with `_` are refused in the configuration.
-const UNDERSCORE: &str =
-    "header names containing `_` are removed from every request (as nginx does); use `-`";
 /// Longest key id accepted (it is forwarded in a header and logged).
 const MAX_ID_LEN: usize = 128;
 
@@ -168,8 +167,8 @@ pub struct KeyCounts {
 /// Per-request limits, reloadable.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Idle seconds allowed between requests on a client connection.
-    pub keepalive_timeout_seconds: u64,
+    /// Idle time allowed between requests on a client connection.
+    pub keepalive_timeout: Duration,
     /// Longest wait for the next piece of a request body.
     pub client_body_timeout: Duration,
     /// Longest time from the first byte of a request head to its end.
@@ -231,117 +230,31 @@ impl State {
         }
         c
     }
-}
 
-/// A loaded configuration: the file model (for restart-only settings) and the runtime state.
-#[derive(Debug)]
-pub struct Loaded {
-    /// The parsed `keygate.yaml`.
-    pub config: Config,
-    /// The state built from it.
-    pub state: State,
-    /// Non-fatal remarks (e.g. a short secret), never containing secrets.
-    pub warnings: Vec<String>,
-}
-
-/// Read and validate `keygate.yaml`, its keys file and its secret, and build the state.
-pub fn load(config_path: &Path) -> Result<Loaded, ConfigError> {
-    let config = Config::load(config_path)?;
-    let keys_path = resolve_relative(config_path, &config.auth.keys_file);
-    let keys_text = crate::config::read(&keys_path)?;
-    if keys_text.trim().is_empty() {
-        // Most likely caught between truncation and write: never read it as "no keys".
-        return Err(ConfigError::one(
-            &keys_path,
-            "",
-            "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
-        ));
-    }
-    let secret = read_secret(&config.secret, config_path)?;
-    let mut warnings = Vec::new();
-    if secret.len() < 16 {
-        warnings.push(format!(
-            "the shared secret is only {} characters long; use at least 32 random characters",
-            secret.len()
-        ));
-    }
-    // About 90 bytes of YAML or JSON per key: reserve once instead of growing a million times.
-    let capacity = keys_text.len() / 90;
-    let state = build_with(
-        &config,
-        config_path,
-        &keys_path,
-        secret.as_bytes(),
-        capacity,
-        |add| crate::config::for_each_consumer(&keys_text, &keys_path, add),
-    )?;
-    Ok(Loaded {
-        config,
-        state,
-        warnings,
-    })
-}
-
-/// Read the secret from the environment variable or file the config names.
-pub fn read_secret(sc: &SecretConfig, config_path: &Path) -> Result<String, ConfigError> {
-    let field = |f: &str| format!("secret.{f}");
-    match (&sc.env, &sc.file) {
-        (Some(var), None) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(v),
-            Ok(_) => Err(ConfigError::one(
-                config_path,
-                field("env"),
-                format!("environment variable {var} is empty; keygate never proxies without the shared secret"),
-            )),
-            Err(_) => Err(ConfigError::one(
-                config_path,
-                field("env"),
-                format!("environment variable {var} is not set; keygate never proxies without the shared secret"),
-            )),
-        },
-        (None, Some(file)) => {
-            let path = resolve_relative(config_path, file);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::one(
-                    config_path,
-                    field("file"),
-                    format!("cannot read secret file {}: {e}", path.display()),
-                )
-            })?;
-            let v = text.strip_suffix('\n').unwrap_or(&text);
-            let v = v.strip_suffix('\r').unwrap_or(v);
-            if v.is_empty() {
-                return Err(ConfigError::one(
-                    config_path,
-                    field("file"),
-                    format!("secret file {} is empty; keygate never proxies without the shared secret", path.display()),
-                ));
-            }
-            Ok(v.to_string())
+    /// The key gauges at time `now` (Unix seconds), for the telemetry listener.
+    pub fn key_gauges(&self, now: i64) -> KeyGauges {
+        let c = self.key_counts(now);
+        let expiring_soon = self
+            .keys
+            .entries()
+            .iter()
+            .filter(|e| {
+                !e.disabled
+                    && e.expires_at > now
+                    && e.expires_at - now <= EXPIRING_SOON_SECONDS
+                    && self
+                        .consumers
+                        .get(e.consumer as usize)
+                        .is_some_and(|c| !c.disabled)
+            })
+            .count();
+        KeyGauges {
+            active: c.active as u64,
+            expired: c.expired as u64,
+            disabled: c.disabled as u64,
+            expiring_soon: expiring_soon as u64,
+            store_bytes: self.keys.heap_bytes() as u64,
         }
-        _ => Err(ConfigError::one(
-            config_path,
-            "secret",
-            "set exactly one of `env` and `file`",
-        )),
-    }
-}
-
-/// Collects problems so every one is reported, not just the first.
-struct Problems {
-    list: Vec<Problem>,
-}
-
-impl Problems {
-    fn add(&mut self, file: &Path, field: impl Into<String>, message: impl Into<String>) {
-        self.list.push(Problem {
-            at: Location {
-                file: file.to_path_buf(),
-                line_col: None,
-                field: field.into(),
-            },
-            message: message.into(),
-        });
     }
 }
 
@@ -360,612 +273,12 @@ pub fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| OK[usize::from(b)])
 }
 
-/// Split `host:port` / `[v6]:port` into host and port.
-fn split_host_port(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, port.parse().ok()?))
-}
-
-/// Build the state from parsed files, checking everything that needs the whole picture.
-pub fn build(
-    config: &Config,
-    config_path: &Path,
-    keys: &KeysFile,
-    keys_path: &Path,
-    secret: &[u8],
-) -> Result<State, ConfigError> {
-    let capacity = keys.consumers.iter().map(|c| c.keys.len()).sum();
-    build_with(config, config_path, keys_path, secret, capacity, |add| {
-        for (ci, c) in keys.consumers.iter().enumerate() {
-            add(ci, c);
-        }
-        Ok(())
-    })
-}
-
-/// Something that hands consumers to the state builder one at a time.
-type Feed<'f> = &'f mut dyn FnMut(usize, &ConsumerConfig);
-
-/// Build the state, taking consumers from `feed` (a parsed file or a streaming parser).
-/// `key_capacity` is a hint for how many keys to expect.
-fn build_with(
-    config: &Config,
-    config_path: &Path,
-    keys_path: &Path,
-    secret: &[u8],
-    key_capacity: usize,
-    feed: impl FnOnce(Feed<'_>) -> Result<(), ConfigError>,
-) -> Result<State, ConfigError> {
-    let mut p = Problems { list: Vec::new() };
-    let cfg = config_path;
-
-    // server: validated here so `check` reports it, though only a restart applies it.
-    if config.server.listen.is_empty() && config.server.tls_listen.is_empty() {
-        p.add(
-            cfg,
-            "server.listen",
-            "no listener: set `listen` or `tls_listen`",
-        );
-    }
-    for (i, a) in config.server.listen.iter().enumerate() {
-        if a.parse::<SocketAddr>().is_err() {
-            p.add(
-                cfg,
-                format!("server.listen[{i}]"),
-                format!("`{a}` is not an ip:port address"),
-            );
-        }
-    }
-    for (i, t) in config.server.tls_listen.iter().enumerate() {
-        let f = format!("server.tls_listen[{i}]");
-        if t.address.parse::<SocketAddr>().is_err() {
-            p.add(
-                cfg,
-                format!("{f}.address"),
-                format!("`{}` is not an ip:port address", t.address),
-            );
-        }
-        let cert = resolve_relative(cfg, &t.cert);
-        let key = resolve_relative(cfg, &t.key);
-        if cert.to_str().is_none() || key.to_str().is_none() {
-            p.add(cfg, &f, "paths must be UTF-8");
-        } else if let Err(e) = crate::tls::check_listener_files(&cert, &key) {
-            p.add(cfg, &f, e);
-        }
-    }
-    if config.server.threads == 0 {
-        p.add(cfg, "server.threads", "must be at least 1");
-    }
-    for (field, value) in [
-        (
-            "keepalive_timeout_seconds",
-            config.server.keepalive_timeout_seconds,
-        ),
-        (
-            "client_body_timeout_seconds",
-            config.server.client_body_timeout_seconds,
-        ),
-        (
-            "client_header_timeout_seconds",
-            config.server.client_header_timeout_seconds,
-        ),
-        (
-            "max_request_header_bytes",
-            config.server.max_request_header_bytes as u64,
-        ),
-        (
-            "max_request_headers",
-            config.server.max_request_headers as u64,
-        ),
-    ] {
-        if value == 0 {
-            p.add(cfg, format!("server.{field}"), "must be greater than 0");
-        }
-    }
-    if config.auth.brute_force.max_failures > 0 && config.auth.brute_force.window_seconds == 0 {
-        p.add(
-            cfg,
-            "auth.brute_force.window_seconds",
-            "must be greater than 0",
-        );
-    }
-    let trusted_proxies = match TrustedProxies::parse(&config.server.trusted_proxies) {
-        Ok(t) => t,
-        Err((i, bad)) => {
-            p.add(
-                cfg,
-                format!("server.trusted_proxies[{i}]"),
-                format!("`{bad}` is not an IP address or CIDR block (e.g. 10.0.0.0/8)"),
-            );
-            TrustedProxies::default()
-        }
-    };
-    let ml = &config.server.metrics_listen;
-    if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
-        p.add(
-            cfg,
-            "server.metrics_listen",
-            format!("`{ml}` is not an ip:port address (or empty to disable)"),
-        );
-    }
-
-    // secret
-    let secret_header = HeaderName::from_bytes(config.secret.header.as_bytes()).ok();
-    if secret_header.is_none() {
-        p.add(
-            cfg,
-            "secret.header",
-            format!("`{}` is not a valid header name", config.secret.header),
-        );
-    }
-    let secret_value = HeaderValue::from_bytes(secret)
-        .ok()
-        .filter(|_| secret.iter().all(|b| b.is_ascii_graphic()));
-    if secret_value.is_none() {
-        p.add(
-            cfg,
-            "secret",
-            "the secret must be printable ASCII without spaces",
-        );
-    }
-    if let Some(h) = &secret_header {
-        if h.as_str().contains('_') {
-            p.add(cfg, "secret.header", UNDERSCORE);
-        }
-        if IDENTITY_HEADERS.contains(&h.as_str()) {
-            p.add(
-                cfg,
-                "secret.header",
-                "must not be one of keygate's identity headers",
-            );
-        }
-    }
-
-    // sources
-    let mut sources = Vec::new();
-    let mut seen_headers = HashSet::new();
-    if config.auth.sources.is_empty() {
-        p.add(
-            cfg,
-            "auth.sources",
-            "at least one credential source is needed",
-        );
-    }
-    for (i, s) in config.auth.sources.iter().enumerate() {
-        let f = format!("auth.sources[{i}].header");
-        match HeaderName::from_bytes(s.header.as_bytes()) {
-            Ok(h) => {
-                if !seen_headers.insert(h.clone()) {
-                    p.add(cfg, &f, format!("`{}` is listed twice", s.header));
-                }
-                if h.as_str().contains('_') {
-                    p.add(cfg, &f, UNDERSCORE);
-                }
-                if Some(&h) == secret_header.as_ref() || crate::headers::is_client_claim(h.as_str())
-                {
-                    p.add(
-                        cfg,
-                        &f,
-                        "must not be the secret header or a header keygate removes from clients",
-                    );
-                }
-                let scheme = match &s.scheme {
-                    Some(sc)
-                        if sc.is_empty()
-                            || !sc
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) =>
-                    {
-                        p.add(
-                            cfg,
-                            format!("auth.sources[{i}].scheme"),
-                            format!("`{sc}` is not a valid auth scheme"),
-                        );
-                        None
-                    }
-                    Some(sc) => Some(sc.as_bytes().to_vec().into_boxed_slice()),
-                    None => None,
-                };
-                sources.push(Source { header: h, scheme });
-            }
-            Err(_) => p.add(
-                cfg,
-                &f,
-                format!("`{}` is not a valid header name", s.header),
-            ),
-        }
-    }
-
-    // upstreams
-    let mut upstreams = Vec::new();
-    let mut upstream_index = HashMap::new();
-    for (name, u) in &config.upstreams {
-        let f = format!("upstreams.{name}");
-        if !valid_id(name) {
-            p.add(cfg, &f, "names may contain only A-Z a-z 0-9 . _ -");
-        }
-        let Some((host, port)) = split_host_port(&u.address) else {
-            p.add(
-                cfg,
-                format!("{f}.address"),
-                format!("`{}` is not host:port", u.address),
-            );
-            continue;
-        };
-        let addr = match (host, port).to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => a,
-            Ok(None) | Err(_) => {
-                p.add(
-                    cfg,
-                    format!("{f}.address"),
-                    format!("cannot resolve `{host}`"),
-                );
-                continue;
-            }
-        };
-        // The name the certificate must carry: `sni` when set, else the address's host.
-        let expected = match (u.sni.as_str(), host.parse::<IpAddr>()) {
-            ("", Ok(ip)) => ExpectedName::Ip(ip),
-            ("", Err(_)) => ExpectedName::Dns(host.to_string()),
-            (sni, _) => match sni.parse::<IpAddr>() {
-                Ok(ip) => ExpectedName::Ip(ip),
-                Err(_) => ExpectedName::Dns(sni.to_string()),
-            },
-        };
-        // SNI carries DNS names only (RFC 6066 §3).
-        let sni = match &expected {
-            ExpectedName::Dns(n) => n.clone(),
-            ExpectedName::Ip(_) => String::new(),
-        };
-        let mut peer = HttpPeer::new(addr, u.tls, sni);
-        let o = &mut peer.options;
-        o.connection_timeout = Some(Duration::from_millis(u.connect_timeout_ms));
-        o.total_connection_timeout = Some(Duration::from_millis(u.connect_timeout_ms));
-        o.read_timeout = Some(Duration::from_millis(u.read_timeout_ms));
-        o.write_timeout = Some(Duration::from_millis(u.read_timeout_ms));
-        o.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
-        if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 {
-            p.add(cfg, &f, "timeouts must be greater than 0");
-        }
-        let ca = match &u.ca_file {
-            Some(_) if !u.tls => {
-                p.add(
-                    cfg,
-                    format!("{f}.ca_file"),
-                    "only meaningful with `tls: true`",
-                );
-                None
-            }
-            Some(ca) => match crate::tls::load_pem_certs(&resolve_relative(cfg, ca)) {
-                Ok(certs) => Some(certs),
-                Err(e) => {
-                    p.add(cfg, format!("{f}.ca_file"), e);
-                    continue;
-                }
-            },
-            None => None,
-        };
-        let mut trust = None;
-        if u.tls {
-            match OriginTrust::new(ca.as_deref(), expected) {
-                Ok(t) => {
-                    // keygate verifies the certificate itself (see `crate::tls`): Pingora's
-                    // in-handshake check cannot verify IP SANs or name a failure's reason.
-                    let t = Arc::new(t);
-                    o.verify_cert = false;
-                    o.verify_hostname = false;
-                    o.upstream_tls_handshake_complete_hook =
-                        Some(crate::tls::verification_hook(t.clone()));
-                    peer.group_key = t.fingerprint();
-                    trust = Some(t);
-                }
-                Err(e) => p.add(cfg, format!("{f}.ca_file"), e),
-            }
-        }
-        let host_header = match &u.host_header {
-            Some(h) => match HeaderValue::from_str(h) {
-                Ok(v) if !h.is_empty() => Some(v),
-                _ => {
-                    p.add(
-                        cfg,
-                        format!("{f}.host_header"),
-                        format!("`{h}` is not a valid Host"),
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        upstream_index.insert(name.as_str(), upstreams.len());
-        upstreams.push(Upstream {
-            name: name.clone(),
-            peer,
-            host_header,
-            trust,
-            case_insensitive_paths: u.case_insensitive_paths,
-        });
-    }
-
-    // routes
-    let mut routes = Vec::new();
-    let mut route_index = HashMap::new();
-    if config.routes.is_empty() {
-        p.add(cfg, "routes", "at least one route is needed");
-    }
-    for (i, r) in config.routes.iter().enumerate() {
-        let f = format!("routes[{i}]");
-        if !valid_id(&r.name) {
-            p.add(
-                cfg,
-                format!("{f}.name"),
-                "names may contain only A-Z a-z 0-9 . _ -",
-            );
-        }
-        if route_index.insert(r.name.as_str(), i).is_some() {
-            p.add(
-                cfg,
-                format!("{f}.name"),
-                format!("route `{}` is defined twice", r.name),
-            );
-        }
-        match crate::path::canonical(r.path_prefix.as_bytes()) {
-            Ok(None) => {}
-            Ok(Some(c)) => p.add(
-                cfg,
-                format!("{f}.path_prefix"),
-                format!(
-                    "`{}` is not in canonical form; keygate routes on canonical paths, write `{}`",
-                    r.path_prefix,
-                    String::from_utf8_lossy(&c)
-                ),
-            ),
-            Err(_) if !r.path_prefix.starts_with('/') => {
-                p.add(cfg, format!("{f}.path_prefix"), "must start with `/`")
-            }
-            Err(e) => p.add(
-                cfg,
-                format!("{f}.path_prefix"),
-                format!(
-                    "`{}` can never match a request: keygate refuses such paths ({e:?})",
-                    r.path_prefix
-                ),
-            ),
-        }
-        let host = match &r.host {
-            Some(h) => match crate::host::canonical(h.as_bytes()) {
-                Ok(a) if a.as_bytes() == a.host() => {
-                    Some(String::from_utf8_lossy(a.host()).into_owned())
-                }
-                _ => {
-                    p.add(
-                        cfg,
-                        format!("{f}.host"),
-                        format!("`{h}` is not a host name (no port, no scheme)"),
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        let upstream = match upstream_index.get(r.upstream.as_str()) {
-            Some(&u) => u,
-            None => {
-                if !config.upstreams.contains_key(&r.upstream) {
-                    p.add(
-                        cfg,
-                        format!("{f}.upstream"),
-                        format!("unknown upstream `{}`", r.upstream),
-                    );
-                }
-                0
-            }
-        };
-        routes.push(Route {
-            name: r.name.clone(),
-            host,
-            path_prefix: r.path_prefix.clone(),
-            upstream,
-            auth: r.auth,
-            case_insensitive: upstreams
-                .get(upstream)
-                .is_some_and(|u| u.case_insensitive_paths),
-        });
-    }
-
-    // consumers and keys, streamed one consumer at a time
-    let mut keys = KeysBuilder::new(keys_path, &route_index, config.routes.len(), key_capacity);
-    if let Err(e) = feed(&mut |ci, c| keys.add(ci, c)) {
-        match e {
-            ConfigError::Invalid(list) => p.list.extend(list),
-            read => return Err(read),
-        }
-    }
-    let (consumers, index, problems) = keys.finish();
-    p.list.extend(problems.list);
-
-    if !p.list.is_empty() {
-        return Err(ConfigError::Invalid(p.list));
-    }
-    let (Some(header), Some(mut value)) = (secret_header, secret_value) else {
-        return Err(ConfigError::one(cfg, "secret", "invalid secret"));
-    };
-    value.set_sensitive(true);
-    Ok(State {
-        routes,
-        upstreams,
-        consumers,
-        keys: index,
-        secret: Secret {
-            header_case: Bytes::copy_from_slice(header.as_str().as_bytes()),
-            header,
-            value,
-        },
-        sources,
-        handles: Handles::default(),
-        trusted_proxies,
-        limits: Limits {
-            keepalive_timeout_seconds: config.server.keepalive_timeout_seconds,
-            client_body_timeout: Duration::from_secs(config.server.client_body_timeout_seconds),
-            client_header_timeout: Duration::from_secs(config.server.client_header_timeout_seconds),
-            client_body_min_rate: config.server.client_body_min_rate_bytes_per_second,
-            max_request_header_bytes: config.server.max_request_header_bytes,
-            max_request_headers: config.server.max_request_headers,
-            brute_force: crate::limiter::Policy {
-                max_failures: config.auth.brute_force.max_failures,
-                window_seconds: config.auth.brute_force.window_seconds,
-            },
-        },
-    })
-}
-
-/// Builds consumers and the key index one consumer at a time, collecting problems.
-struct KeysBuilder<'a> {
-    file: &'a Path,
-    route_index: &'a HashMap<&'a str, usize>,
-    n_routes: usize,
-    consumers: Vec<Consumer>,
-    consumer_ids: HashSet<String>,
-    index: KeyIndexBuilder,
-    problems: Problems,
-}
-
-impl<'a> KeysBuilder<'a> {
-    fn new(
-        file: &'a Path,
-        route_index: &'a HashMap<&'a str, usize>,
-        n_routes: usize,
-        capacity: usize,
-    ) -> Self {
-        KeysBuilder {
-            file,
-            route_index,
-            n_routes,
-            consumers: Vec::new(),
-            consumer_ids: HashSet::new(),
-            index: KeyIndexBuilder::with_capacity(capacity),
-            problems: Problems { list: Vec::new() },
-        }
-    }
-
-    fn add(&mut self, ci: usize, c: &ConsumerConfig) {
-        let kp = self.file;
-        let p = &mut self.problems;
-        let f = |leaf: &str| format!("consumers[{ci}]{leaf}");
-        if !valid_id(&c.id) {
-            p.add(
-                kp,
-                f(".id"),
-                "ids may contain only A-Z a-z 0-9 . _ - (at most 128)",
-            );
-        }
-        if !self.consumer_ids.insert(c.id.clone()) {
-            p.add(
-                kp,
-                f(".id"),
-                format!("consumer `{}` is defined twice", c.id),
-            );
-        }
-        let name_header = match &c.name {
-            Some(n) => match HeaderValue::from_str(n) {
-                Ok(v) if n.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => Some(v),
-                _ => {
-                    p.add(kp, f(".name"), "must be printable ASCII");
-                    None
-                }
-            },
-            None => None,
-        };
-        let allowed = c.routes.as_ref().map(|names| {
-            let mut allowed = vec![false; self.n_routes].into_boxed_slice();
-            for (ri, n) in names.iter().enumerate() {
-                match self.route_index.get(n.as_str()) {
-                    Some(&idx) => allowed[idx] = true,
-                    None => p.add(
-                        kp,
-                        f(&format!(".routes[{ri}]")),
-                        format!("unknown route `{n}`"),
-                    ),
-                }
-            }
-            allowed
-        });
-        let consumer_idx = u32::try_from(self.consumers.len()).unwrap_or(u32::MAX);
-        for (ki, k) in c.keys.iter().enumerate() {
-            // Field paths are built only when a problem is reported (1M keys, 1M strings).
-            let kf = |leaf: &str| format!("consumers[{ci}].keys[{ki}]{leaf}");
-            if !valid_id(&k.id) {
-                p.add(
-                    kp,
-                    kf(".id"),
-                    "ids may contain only A-Z a-z 0-9 . _ - (at most 128)",
-                );
-                continue;
-            }
-            if !self.index.insert_id(&k.id) {
-                p.add(kp, kf(".id"), format!("key id `{}` is used twice", k.id));
-            }
-            let mut digest = [0u8; 32];
-            if !decode_digest(k.sha256.as_bytes(), &mut digest) {
-                p.add(
-                    kp,
-                    kf(".sha256"),
-                    "must be 64 hex characters (the SHA-256 of the key; see `keygate hash`)",
-                );
-                continue;
-            }
-            let expires_at = match &k.expires_at {
-                Some(t) => {
-                    match timestamp::parse_rfc3339(t) {
-                        Some(t) => t,
-                        None => {
-                            p.add(kp, kf(".expires_at"), format!("`{t}` is not an RFC 3339 date-time such as 2027-01-01T00:00:00Z"));
-                            continue;
-                        }
-                    }
-                }
-                None => i64::MAX,
-            };
-            if let Some((other_id, same)) = self.index.conflict(&digest) {
-                let message = if same {
-                    format!("the same key digest is already used by key `{other_id}`")
-                } else {
-                    format!("digest collides with key `{other_id}` in its first 8 bytes; generate a new key")
-                };
-                p.add(kp, kf(".sha256"), message);
-                continue;
-            }
-            if !self
-                .index
-                .push(digest, expires_at, consumer_idx, &k.id, k.disabled)
-            {
-                p.add(kp, kf(""), "too many keys");
-            }
-        }
-        self.consumers.push(Consumer {
-            id: c.id.clone(),
-            id_header: HeaderValue::from_str(&c.id).unwrap_or(HeaderValue::from_static("invalid")),
-            name_header,
-            disabled: c.disabled,
-            allowed,
-        });
-    }
-
-    fn finish(self) -> (Vec<Consumer>, KeyIndex, Problems) {
-        (self.consumers, self.index.finish(), self.problems)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, ConfigError, KeysFile, SecretSource};
+    use crate::timestamp;
+    use std::path::Path;
 
     pub(crate) const CONFIG: &str = r#"
 secret: { env: KG_UNUSED }
@@ -1000,15 +313,7 @@ consumers:
     }
 
     fn build_from(config: &str, keys: &str) -> Result<State, ConfigError> {
-        let c = Config::from_yaml(config, Path::new("keygate.yaml"))?;
-        let k = KeysFile::from_yaml(keys, Path::new("keys.yaml"))?;
-        build(
-            &c,
-            Path::new("keygate.yaml"),
-            &k,
-            Path::new("keys.yaml"),
-            b"0123456789abcdef",
-        )
+        crate::fixture::build(config, keys)
     }
 
     #[test]
@@ -1087,48 +392,42 @@ consumers:
     #[test]
     fn secret_must_be_present_and_printable() {
         let c = Config::from_yaml(CONFIG, Path::new("keygate.yaml")).unwrap();
-        let k = KeysFile::default();
         let err = build(
-            &c,
-            Path::new("keygate.yaml"),
-            &k,
-            Path::new("keys.yaml"),
-            b"has space",
+            Inputs {
+                config: &c,
+                config_path: Path::new("keygate.yaml"),
+                keys_path: Path::new("keys.yaml"),
+                secret: b"has space",
+                metrics: None,
+            },
+            &KeysFile::default(),
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("secret"), "{err}");
         assert!(!err.contains("has space"), "secret leaked: {err}");
-        let sc = SecretConfig {
-            header: "x-shared-secret".into(),
-            env: Some("KG_SURELY_UNSET_VAR".into()),
-            file: None,
-        };
-        let err = read_secret(&sc, Path::new("keygate.yaml"))
-            .unwrap_err()
-            .to_string();
+        let err = read_secret(
+            &SecretSource::Env("KG_SURELY_UNSET_VAR".into()),
+            Path::new("keygate.yaml"),
+            "secret",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("secret.env: environment variable KG_SURELY_UNSET_VAR is not set"),
             "{err}"
         );
-        let sc = SecretConfig {
-            header: "x".into(),
-            env: None,
-            file: Some("/nonexistent/secret".into()),
-        };
-        let err = read_secret(&sc, Path::new("keygate.yaml"))
-            .unwrap_err()
-            .to_string();
+        let err = read_secret(
+            &SecretSource::File("/nonexistent/secret".into()),
+            Path::new("keygate.yaml"),
+            "secret",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("secret.file: cannot read secret file /nonexistent/secret"),
             "{err}"
         );
-        let sc = SecretConfig {
-            header: "x".into(),
-            env: Some("A".into()),
-            file: Some("b".into()),
-        };
-        assert!(read_secret(&sc, Path::new("k")).is_err());
     }
 
     #[test]

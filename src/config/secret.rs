@@ -1,0 +1,159 @@
+//! Where a secret comes from: an environment variable or a file, exactly one.
+//!
+//! Every secret keygate reads uses this one type (the shared secret now; an
+//! admin token and a Redis password later), written as `{ env: NAME }` or
+//! `{ file: PATH }`. The shared secret keeps its historical shape, with the
+//! source fields beside `header` (`secret: { header: x-shared-secret, env: X }`);
+//! `#[serde(flatten)]` cannot be combined with `deny_unknown_fields`, so both
+//! shapes are read by one hand-written map visitor that refuses unknown fields
+//! and anything but exactly one source.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// A secret's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable holding the secret.
+    Env(String),
+    /// A file holding the secret (one trailing newline trimmed); relative paths
+    /// resolve against the configuration file's folder.
+    File(PathBuf),
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(v) => write!(f, "environment variable {v}"),
+            SecretSource::File(p) => write!(f, "file {}", p.display()),
+        }
+    }
+}
+
+/// Extra string fields found beside a source, by name.
+type Extra = Vec<(&'static str, String)>;
+
+/// Read a map holding exactly one of `env`/`file`, plus the `extra` string fields.
+fn visit_source<'de, A: MapAccess<'de>>(
+    mut map: A,
+    extra: &'static [&'static str],
+    fields: &'static [&'static str],
+) -> Result<(SecretSource, Extra), A::Error> {
+    let mut source = None;
+    let mut found = Vec::new();
+    while let Some(key) = map.next_key::<String>()? {
+        let next = match key.as_str() {
+            "env" => SecretSource::Env(map.next_value()?),
+            "file" => SecretSource::File(map.next_value()?),
+            other => match extra.iter().find(|e| **e == other) {
+                Some(name) => {
+                    if found.iter().any(|(n, _)| n == name) {
+                        return Err(de::Error::duplicate_field(name));
+                    }
+                    found.push((*name, map.next_value::<String>()?));
+                    continue;
+                }
+                None => return Err(de::Error::unknown_field(other, fields)),
+            },
+        };
+        if source.replace(next).is_some() {
+            return Err(de::Error::custom("set exactly one of `env` and `file`"));
+        }
+    }
+    let source = source.ok_or_else(|| de::Error::custom("set exactly one of `env` and `file`"))?;
+    Ok((source, found))
+}
+
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretSource;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`{ env: NAME }` or `{ file: PATH }`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretSource, A::Error> {
+                visit_source(map, &[], &["env", "file"]).map(|(s, _)| s)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The shared secret's section: the header that carries it, and its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretConfig {
+    /// Header name carrying the secret. Default `x-shared-secret`.
+    pub header: String,
+    /// Where the secret comes from.
+    pub source: SecretSource,
+}
+
+impl<'de> Deserialize<'de> for SecretConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`{ header: NAME, env: NAME }` or `{ header: NAME, file: PATH }`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretConfig, A::Error> {
+                let (source, extra) = visit_source(map, &["header"], &["header", "env", "file"])?;
+                let header = extra
+                    .into_iter()
+                    .find(|(n, _)| *n == "header")
+                    .map_or_else(|| super::DEFAULT_SECRET_HEADER.to_string(), |(_, v)| v);
+                Ok(SecretConfig { header, source })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(yaml: &str) -> Result<SecretConfig, String> {
+        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn exactly_one_source_with_an_optional_header() {
+        assert_eq!(
+            secret("{ env: X }").unwrap(),
+            SecretConfig {
+                header: super::super::DEFAULT_SECRET_HEADER.into(),
+                source: SecretSource::Env("X".into())
+            }
+        );
+        assert_eq!(
+            secret("{ header: x-gw, file: /run/s }").unwrap(),
+            SecretConfig {
+                header: "x-gw".into(),
+                source: SecretSource::File("/run/s".into())
+            }
+        );
+        for bad in ["{ env: X, file: Y }", "{ header: x }", "{}"] {
+            let e = secret(bad).unwrap_err();
+            assert!(e.contains("exactly one of `env` and `file`"), "{bad}: {e}");
+        }
+        let e = secret("{ env: X, enf: Y }").unwrap_err();
+        assert!(e.contains("unknown field `enf`"), "{e}");
+        let e = secret("{ env: X, header: a, header: b }").unwrap_err();
+        assert!(e.contains("header"), "{e}");
+    }
+
+    #[test]
+    fn a_bare_source_takes_no_header() {
+        let s: SecretSource = serde_yaml::from_str("{ file: pw }").unwrap();
+        assert_eq!(s, SecretSource::File("pw".into()));
+        let e = serde_yaml::from_str::<SecretSource>("{ header: x, env: Y }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `header`"), "{e}");
+    }
+}

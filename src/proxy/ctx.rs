@@ -1,0 +1,82 @@
+//! The per-request context: one state snapshot, one decision.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HeaderValue;
+use pingora::{Error, ErrorType, Result};
+
+use crate::admission::{Admission, Forward};
+use crate::auth::AuthOutcome;
+use crate::forwarded::Client;
+use crate::problem::Code;
+use crate::state::State;
+
+/// Everything keygate knows about one request, shared by its phases.
+pub struct RequestCtx {
+    /// The state snapshot this request sees in every phase, taken when it starts: a
+    /// reload swapping in a new state meanwhile changes nothing for it.
+    pub state: Arc<State>,
+    /// When the request started.
+    pub start: Instant,
+    /// The request id (the client's if well-formed, else generated).
+    pub request_id: HeaderValue,
+    /// Who the client is (after trusted proxies).
+    pub client: Client,
+    /// What `request_filter` decided; `None` when Pingora refused the request before.
+    pub decision: Option<Admission>,
+    /// The problem document keygate answered with, if it answered itself (a rejection
+    /// in `request_filter`, or a failure to proxy).
+    pub answered: Option<Code>,
+}
+
+impl RequestCtx {
+    /// A context for a request starting now on `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        RequestCtx {
+            state,
+            start: Instant::now(),
+            request_id: HeaderValue::from_static(""),
+            client: Client::default(),
+            decision: None,
+            answered: None,
+        }
+    }
+
+    /// The admitted request, for the phases that only run after an admission.
+    ///
+    /// # Errors
+    /// An internal error when the request was not admitted (a phase ran out of order).
+    pub fn forward(&self) -> Result<&Forward> {
+        match &self.decision {
+            Some(Admission::Forward(f)) => Ok(f),
+            _ => Error::e_explain(ErrorType::InternalError, "request was not admitted"),
+        }
+    }
+
+    /// The matched route, if routing got that far.
+    pub fn route(&self) -> Option<usize> {
+        match &self.decision {
+            Some(Admission::Forward(f)) => Some(f.route),
+            Some(Admission::Reject(r)) => r.route,
+            None => None,
+        }
+    }
+
+    /// The authentication outcome, if authentication ran.
+    pub fn outcome(&self) -> Option<&AuthOutcome> {
+        match &self.decision {
+            Some(Admission::Forward(f)) => Some(&f.outcome),
+            Some(Admission::Reject(r)) => r.outcome.as_ref(),
+            None => None,
+        }
+    }
+
+    /// `Retry-After` seconds for a rejection that has one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match &self.decision {
+            Some(Admission::Reject(r)) => r.retry_after,
+            _ => None,
+        }
+    }
+}

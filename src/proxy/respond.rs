@@ -1,0 +1,158 @@
+//! Problem documents keygate writes itself, and whether the connection survives them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::RequestCtx;
+use crate::headers;
+use crate::problem::Code;
+use crate::state::Limits;
+
+/// Request bodies above this size are not drained after a rejection: the connection closes.
+pub const MAX_DRAIN_BYTES: u64 = 64 * 1024;
+
+static PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+/// The `Allow` of a 405: the methods keygate forwards.
+static FORWARDED_METHODS: HeaderValue =
+    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+
+/// Write a problem document for `code` and keep the connection alive when that is safe.
+///
+/// # Errors
+/// Pingora's error when the response cannot be written (the client is gone).
+pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Result<()> {
+    ctx.answered = Some(code);
+    let body = Bytes::from(code.body(ctx.request_id.as_bytes()));
+    let mut resp = ResponseHeader::build(code.status(), Some(7))?;
+    resp.insert_header(header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(header::CACHE_CONTROL, NO_STORE.clone())?;
+    resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+    if let Some(challenge) = code.www_authenticate() {
+        resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
+    }
+    if let Some(secs) = ctx.retry_after() {
+        resp.insert_header(header::RETRY_AFTER, secs)?;
+    }
+    if code == Code::MethodNotAllowed {
+        resp.insert_header(header::ALLOW, FORWARDED_METHODS.clone())?;
+    }
+    if keep_alive_after_rejection(session.req_header(), code) {
+        // A small body still on the wire is read and discarded, so the next request on
+        // this connection starts where it should; bounded by the body-rate floor.
+        session.set_close_on_response_before_downstream_finish(false);
+        session.set_total_drain_timeout(Some(drain_timeout(&ctx.state.limits)));
+    } else {
+        session.set_keepalive(None);
+        resp.insert_header(header::CONNECTION, "close")?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Whether a connection can be kept after keygate turns a request away: not when the
+/// request was malformed or timed out, announces a body larger than [`MAX_DRAIN_BYTES`]
+/// or of unknown length (chunked), or waits for `100 Continue` (the client may send the
+/// body or not, so the next bytes cannot be framed, RFC 9110 §10.1.1).
+pub fn keep_alive_after_rejection(req: &RequestHeader, code: Code) -> bool {
+    if matches!(
+        code,
+        Code::HeadersTooLarge
+            | Code::InvalidPath
+            | Code::InvalidHost
+            | Code::BadRequest
+            | Code::RequestTimeout
+    ) {
+        return false;
+    }
+    if req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    let length = match req.headers.get(header::CONTENT_LENGTH) {
+        None => 0,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(n) => n,
+            None => return false,
+        },
+    };
+    let expects_continue = req
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    length <= MAX_DRAIN_BYTES && !(expects_continue && length > 0)
+}
+
+/// The longest a rejected request's remaining body (at most [`MAX_DRAIN_BYTES`]) may
+/// take to arrive: the body-rate floor's allowance for that size.
+pub fn drain_timeout(limits: &Limits) -> Duration {
+    match MAX_DRAIN_BYTES.checked_div(limits.client_body_min_rate) {
+        Some(secs) => limits.client_body_timeout + Duration::from_secs(secs + 1),
+        None => limits.client_body_timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/x", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    type Case<'a> = (&'a [(&'a str, &'a str)], Code, bool);
+
+    #[test]
+    fn which_rejections_keep_the_connection() {
+        let table: &[Case<'_>] = &[
+            (&[], Code::MissingApiKey, true),
+            (&[("content-length", "5")], Code::InvalidApiKey, true),
+            (&[("content-length", "65536")], Code::Forbidden, true),
+            (&[("content-length", "65537")], Code::Forbidden, false),
+            (&[("content-length", "x")], Code::Forbidden, false),
+            (
+                &[("transfer-encoding", "chunked")],
+                Code::MissingApiKey,
+                false,
+            ),
+            (
+                &[("content-length", "5"), ("expect", "100-continue")],
+                Code::MissingApiKey,
+                false,
+            ),
+            (
+                &[("content-length", "0"), ("expect", "100-Continue")],
+                Code::MissingApiKey,
+                true,
+            ),
+            (&[], Code::InvalidPath, false),
+            (&[], Code::InvalidHost, false),
+            (&[], Code::BadRequest, false),
+            (&[], Code::HeadersTooLarge, false),
+            (&[], Code::RequestTimeout, false),
+            (&[], Code::TooManyFailures, true),
+        ];
+        for (headers, code, keep) in table {
+            assert_eq!(
+                keep_alive_after_rejection(&req(headers), *code),
+                *keep,
+                "{headers:?} {code:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! Building a [`State`] from parsed files: validate everything, collect every problem.
+//!
+//! [`build_streaming`] is the orchestrator: one short function per section
+//! (server settings, secret, credential sources, upstreams, routes, keys), each
+//! adding what it finds wrong to one [`Problems`] list, so an operator sees
+//! every problem of a configuration at once. Only a configuration without
+//! problems becomes a [`State`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+
+use super::keys::KeysBuilder;
+use super::upstream::upstreams;
+use super::{valid_id, Limits, Route, Secret, Source, State, Upstream};
+use crate::config::{
+    resolve_relative, Config, ConfigError, ConsumerConfig, KeysFile, Location, Problem,
+};
+use crate::forwarded::TrustedProxies;
+use crate::headers;
+use crate::metrics::Metrics;
+
+/// Why header names with `_` are refused in the configuration.
+const UNDERSCORE: &str =
+    "header names containing `_` are removed from every request (as nginx does); use `-`";
+
+/// Collects problems so every one is reported, not just the first.
+#[derive(Debug, Default)]
+pub(super) struct Problems {
+    pub(super) list: Vec<Problem>,
+}
+
+impl Problems {
+    pub(super) fn add(
+        &mut self,
+        file: &Path,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.list.push(Problem {
+            at: Location {
+                file: file.to_path_buf(),
+                line_col: None,
+                field: field.into(),
+            },
+            message: message.into(),
+        });
+    }
+}
+
+/// What a state is built from, besides the consumers.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The parsed `keygate.yaml`.
+    pub config: &'a Config,
+    /// Its path (for relative paths and error messages).
+    pub config_path: &'a Path,
+    /// The keys file's path (for error messages).
+    pub keys_path: &'a Path,
+    /// The shared secret's bytes.
+    pub secret: &'a [u8],
+    /// Where the state's metric handles come from; `None` records nothing (`check`,
+    /// tests, benches).
+    pub metrics: Option<&'a Metrics>,
+}
+
+/// Build the state from a parsed keys file, checking everything that needs the whole
+/// picture.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] with every problem found, each with file and field.
+pub fn build(inputs: Inputs<'_>, keys: &KeysFile) -> Result<State, ConfigError> {
+    let capacity = keys.consumers.iter().map(|c| c.keys.len()).sum();
+    build_streaming(inputs, capacity, |add| {
+        for (ci, c) in keys.consumers.iter().enumerate() {
+            add(ci, c);
+        }
+        Ok(())
+    })
+}
+
+/// Something that hands consumers to the state builder one at a time.
+pub(super) type Feed<'f> = &'f mut dyn FnMut(usize, &ConsumerConfig);
+
+/// Build the state, taking consumers from `feed` (a parsed file or a streaming parser).
+/// `key_capacity` is a hint for how many keys to expect.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] with every problem found; a read error from `feed` as is.
+pub(super) fn build_streaming(
+    inputs: Inputs<'_>,
+    key_capacity: usize,
+    feed: impl FnOnce(Feed<'_>) -> Result<(), ConfigError>,
+) -> Result<State, ConfigError> {
+    let Inputs {
+        config,
+        config_path,
+        ..
+    } = inputs;
+    let mut p = Problems::default();
+    check_listeners(config, config_path, &mut p);
+    let (limits, trusted_proxies) = limits(config, config_path, &mut p);
+    let secret = secret(config, config_path, inputs.secret, &mut p);
+    let sources = sources(
+        config,
+        config_path,
+        secret.as_ref().map(|s| &s.header),
+        &mut p,
+    );
+    let (upstreams, upstream_index) = upstreams(config, config_path, &mut p);
+    let (routes, route_index) = routes(config, config_path, &upstreams, &upstream_index, &mut p);
+
+    let mut keys = KeysBuilder::new(
+        inputs.keys_path,
+        &route_index,
+        config.routes.len(),
+        key_capacity,
+    );
+    if let Err(e) = feed(&mut |ci, c| keys.add(ci, c)) {
+        match e {
+            ConfigError::Invalid(list) => p.list.extend(list),
+            read => return Err(read),
+        }
+    }
+    let (consumers, index, problems) = keys.finish();
+    p.list.extend(problems.list);
+
+    if !p.list.is_empty() {
+        return Err(ConfigError::Invalid(p.list));
+    }
+    let Some(secret) = secret else {
+        return Err(ConfigError::one(config_path, "secret", "invalid secret"));
+    };
+    let handles = inputs
+        .metrics
+        .map(|m| {
+            let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+            let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            m.handles(
+                &route_names,
+                consumers.iter().map(|c| c.id.as_str()),
+                &upstream_names,
+            )
+        })
+        .unwrap_or_default();
+    Ok(State {
+        routes,
+        upstreams,
+        consumers,
+        keys: index,
+        secret,
+        sources,
+        handles,
+        limits,
+        trusted_proxies,
+    })
+}
+
+/// Listeners and process settings: validated here so `check` reports them, though only
+/// a restart applies them.
+fn check_listeners(config: &Config, cfg: &Path, p: &mut Problems) {
+    let s = &config.server;
+    if s.listen.is_empty() && s.tls_listen.is_empty() {
+        p.add(
+            cfg,
+            "server.listen",
+            "no listener: set `listen` or `tls_listen`",
+        );
+    }
+    for (i, a) in s.listen.iter().enumerate() {
+        if a.parse::<SocketAddr>().is_err() {
+            p.add(
+                cfg,
+                format!("server.listen[{i}]"),
+                format!("`{a}` is not an ip:port address"),
+            );
+        }
+    }
+    for (i, t) in s.tls_listen.iter().enumerate() {
+        let f = format!("server.tls_listen[{i}]");
+        if t.address.parse::<SocketAddr>().is_err() {
+            p.add(
+                cfg,
+                format!("{f}.address"),
+                format!("`{}` is not an ip:port address", t.address),
+            );
+        }
+        let cert = resolve_relative(cfg, &t.cert);
+        let key = resolve_relative(cfg, &t.key);
+        if cert.to_str().is_none() || key.to_str().is_none() {
+            p.add(cfg, &f, "paths must be UTF-8");
+        } else if let Err(e) = crate::tls::check_listener_files(&cert, &key) {
+            p.add(cfg, &f, e);
+        }
+    }
+    if s.threads == 0 {
+        p.add(cfg, "server.threads", "must be at least 1");
+    }
+    let ml = &s.metrics_listen;
+    if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
+        p.add(
+            cfg,
+            "server.metrics_listen",
+            format!("`{ml}` is not an ip:port address (or empty to disable)"),
+        );
+    }
+}
+
+/// The per-request limits and the trusted proxies (all live on reload).
+fn limits(config: &Config, cfg: &Path, p: &mut Problems) -> (Limits, TrustedProxies) {
+    let s = &config.server;
+    for (field, value) in [
+        ("keepalive_timeout_seconds", s.keepalive_timeout_seconds),
+        ("client_body_timeout_seconds", s.client_body_timeout_seconds),
+        (
+            "client_header_timeout_seconds",
+            s.client_header_timeout_seconds,
+        ),
+        (
+            "max_request_header_bytes",
+            s.max_request_header_bytes as u64,
+        ),
+        ("max_request_headers", s.max_request_headers as u64),
+    ] {
+        if value == 0 {
+            p.add(cfg, format!("server.{field}"), "must be greater than 0");
+        }
+    }
+    let bf = &config.auth.brute_force;
+    if bf.max_failures > 0 && bf.window_seconds == 0 {
+        p.add(
+            cfg,
+            "auth.brute_force.window_seconds",
+            "must be greater than 0",
+        );
+    }
+    let trusted = match TrustedProxies::parse(&s.trusted_proxies) {
+        Ok(t) => t,
+        Err((i, bad)) => {
+            p.add(
+                cfg,
+                format!("server.trusted_proxies[{i}]"),
+                format!("`{bad}` is not an IP address or CIDR block (e.g. 10.0.0.0/8)"),
+            );
+            TrustedProxies::default()
+        }
+    };
+    let limits = Limits {
+        keepalive_timeout: Duration::from_secs(s.keepalive_timeout_seconds),
+        client_body_timeout: Duration::from_secs(s.client_body_timeout_seconds),
+        client_header_timeout: Duration::from_secs(s.client_header_timeout_seconds),
+        client_body_min_rate: s.client_body_min_rate_bytes_per_second,
+        max_request_header_bytes: s.max_request_header_bytes,
+        max_request_headers: s.max_request_headers,
+        brute_force: crate::limiter::Policy {
+            max_failures: bf.max_failures,
+            window_seconds: bf.window_seconds,
+        },
+    };
+    (limits, trusted)
+}
+
+/// The shared secret header, ready to insert; `None` (with problems added) when invalid.
+fn secret(config: &Config, cfg: &Path, secret: &[u8], p: &mut Problems) -> Option<Secret> {
+    let header = HeaderName::from_bytes(config.secret.header.as_bytes()).ok();
+    match &header {
+        None => p.add(
+            cfg,
+            "secret.header",
+            format!("`{}` is not a valid header name", config.secret.header),
+        ),
+        Some(h) if h.as_str().contains('_') => p.add(cfg, "secret.header", UNDERSCORE),
+        Some(h) if headers::IDENTITY.contains(&h.as_str()) => p.add(
+            cfg,
+            "secret.header",
+            "must not be one of keygate's identity headers",
+        ),
+        Some(_) => {}
+    }
+    let value = HeaderValue::from_bytes(secret)
+        .ok()
+        .filter(|_| secret.iter().all(|b| b.is_ascii_graphic()));
+    if value.is_none() {
+        p.add(
+            cfg,
+            "secret",
+            "the secret must be printable ASCII without spaces",
+        );
+    }
+    let (header, mut value) = (header?, value?);
+    value.set_sensitive(true);
+    Some(Secret {
+        header_case: Bytes::copy_from_slice(header.as_str().as_bytes()),
+        header,
+        value,
+    })
+}
+
+/// Where keys are read from, in order.
+fn sources(
+    config: &Config,
+    cfg: &Path,
+    secret_header: Option<&HeaderName>,
+    p: &mut Problems,
+) -> Vec<Source> {
+    let mut sources = Vec::new();
+    let mut seen = HashSet::new();
+    if config.auth.sources.is_empty() {
+        p.add(
+            cfg,
+            "auth.sources",
+            "at least one credential source is needed",
+        );
+    }
+    for (i, s) in config.auth.sources.iter().enumerate() {
+        let f = format!("auth.sources[{i}].header");
+        let Ok(h) = HeaderName::from_bytes(s.header.as_bytes()) else {
+            p.add(
+                cfg,
+                &f,
+                format!("`{}` is not a valid header name", s.header),
+            );
+            continue;
+        };
+        if !seen.insert(h.clone()) {
+            p.add(cfg, &f, format!("`{}` is listed twice", s.header));
+        }
+        if h.as_str().contains('_') {
+            p.add(cfg, &f, UNDERSCORE);
+        }
+        if Some(&h) == secret_header || headers::is_client_claim(h.as_str()) {
+            p.add(
+                cfg,
+                &f,
+                "must not be the secret header or a header keygate removes from clients",
+            );
+        }
+        let scheme = match &s.scheme {
+            Some(sc)
+                if sc.is_empty()
+                    || !sc
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) =>
+            {
+                p.add(
+                    cfg,
+                    format!("auth.sources[{i}].scheme"),
+                    format!("`{sc}` is not a valid auth scheme"),
+                );
+                None
+            }
+            Some(sc) => Some(sc.as_bytes().to_vec().into_boxed_slice()),
+            None => None,
+        };
+        sources.push(Source { header: h, scheme });
+    }
+    sources
+}
+
+/// Routes in match order, and route names to indices (for consumer allow-lists).
+fn routes<'c>(
+    config: &'c Config,
+    cfg: &Path,
+    upstreams: &[Upstream],
+    upstream_index: &HashMap<&str, usize>,
+    p: &mut Problems,
+) -> (Vec<Route>, HashMap<&'c str, usize>) {
+    let mut routes = Vec::new();
+    let mut route_index = HashMap::new();
+    if config.routes.is_empty() {
+        p.add(cfg, "routes", "at least one route is needed");
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        let f = format!("routes[{i}]");
+        if !valid_id(&r.name) {
+            p.add(
+                cfg,
+                format!("{f}.name"),
+                "names may contain only A-Z a-z 0-9 . _ -",
+            );
+        }
+        if route_index.insert(r.name.as_str(), i).is_some() {
+            p.add(
+                cfg,
+                format!("{f}.name"),
+                format!("route `{}` is defined twice", r.name),
+            );
+        }
+        check_path_prefix(&r.path_prefix, cfg, &f, p);
+        let host = match &r.host {
+            Some(h) => match crate::host::canonical(h.as_bytes()) {
+                Ok(a) if a.as_bytes() == a.host() => {
+                    Some(String::from_utf8_lossy(a.host()).into_owned())
+                }
+                _ => {
+                    p.add(
+                        cfg,
+                        format!("{f}.host"),
+                        format!("`{h}` is not a host name (no port, no scheme)"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let upstream = match upstream_index.get(r.upstream.as_str()) {
+            Some(&u) => u,
+            None => {
+                if !config.upstreams.contains_key(&r.upstream) {
+                    p.add(
+                        cfg,
+                        format!("{f}.upstream"),
+                        format!("unknown upstream `{}`", r.upstream),
+                    );
+                }
+                0
+            }
+        };
+        routes.push(Route {
+            name: r.name.clone(),
+            host,
+            path_prefix: r.path_prefix.clone(),
+            upstream,
+            auth: r.auth,
+            case_insensitive: upstreams
+                .get(upstream)
+                .is_some_and(|u| u.case_insensitive_paths),
+        });
+    }
+    (routes, route_index)
+}
+
+/// A route prefix must be a canonical path, or no request could ever match it.
+fn check_path_prefix(prefix: &str, cfg: &Path, f: &str, p: &mut Problems) {
+    match crate::path::canonical(prefix.as_bytes()) {
+        Ok(None) => {}
+        Ok(Some(c)) => p.add(
+            cfg,
+            format!("{f}.path_prefix"),
+            format!(
+                "`{prefix}` is not in canonical form; keygate routes on canonical paths, write `{}`",
+                String::from_utf8_lossy(&c)
+            ),
+        ),
+        Err(_) if !prefix.starts_with('/') => {
+            p.add(cfg, format!("{f}.path_prefix"), "must start with `/`")
+        }
+        Err(e) => p.add(
+            cfg,
+            format!("{f}.path_prefix"),
+            format!("`{prefix}` can never match a request: keygate refuses such paths ({e:?})"),
+        ),
+    }
+}

@@ -1,0 +1,121 @@
+//! Loading: read `keygate.yaml`, its keys file and its secret, then build the state.
+
+use std::path::Path;
+
+use super::build::{build_streaming, Inputs};
+use super::State;
+use crate::config::{resolve_relative, Config, ConfigError, SecretSource};
+use crate::metrics::Metrics;
+
+/// Secrets shorter than this get a warning at every load.
+pub const SHORT_SECRET: usize = 32;
+
+/// A loaded configuration: the file model (for restart-only settings) and the runtime state.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The parsed `keygate.yaml`.
+    pub config: Config,
+    /// The state built from it.
+    pub state: State,
+    /// Non-fatal remarks (e.g. a short secret), never containing secrets.
+    pub warnings: Vec<String>,
+}
+
+/// Read and validate `keygate.yaml` at `config_path`, its keys file and its secret, and
+/// build the state, with metric handles from `metrics` when given.
+///
+/// # Errors
+/// [`ConfigError::Read`] for a file that cannot be read; [`ConfigError::Invalid`] with
+/// every problem found otherwise (an empty keys file included: it is most likely caught
+/// mid-write).
+pub fn load(config_path: &Path, metrics: Option<&Metrics>) -> Result<Loaded, ConfigError> {
+    let config = Config::load(config_path)?;
+    let keys_path = resolve_relative(config_path, &config.auth.keys_file);
+    let keys_text = crate::config::read(&keys_path)?;
+    if keys_text.trim().is_empty() {
+        // Most likely caught between truncation and write: never read it as "no keys".
+        return Err(ConfigError::one(
+            &keys_path,
+            "",
+            "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
+        ));
+    }
+    let secret = read_secret(&config.secret.source, config_path, "secret")?;
+    let mut warnings = Vec::new();
+    if secret.len() < SHORT_SECRET {
+        warnings.push(format!(
+            "the shared secret is only {} characters long; use at least {SHORT_SECRET} random characters",
+            secret.len()
+        ));
+    }
+    // About 90 bytes of YAML or JSON per key: reserve once instead of growing a million times.
+    let capacity = keys_text.len() / 90;
+    let inputs = Inputs {
+        config: &config,
+        config_path,
+        keys_path: &keys_path,
+        secret: secret.as_bytes(),
+        metrics,
+    };
+    let state = build_streaming(inputs, capacity, |add| {
+        crate::config::for_each_consumer(&keys_text, &keys_path, add)
+    })?;
+    Ok(Loaded {
+        config,
+        state,
+        warnings,
+    })
+}
+
+/// Read a secret from its source. `field` names the configuration section in errors
+/// (e.g. `secret`); relative files resolve against `config_path`'s folder; one trailing
+/// newline (LF or CRLF) is trimmed.
+///
+/// # Errors
+/// A problem naming `field.env` or `field.file` when the variable is unset or empty, or
+/// the file is unreadable or empty: keygate never proxies without its secrets. The
+/// message never contains the secret.
+pub fn read_secret(
+    source: &SecretSource,
+    config_path: &Path,
+    field: &str,
+) -> Result<String, ConfigError> {
+    match source {
+        SecretSource::Env(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(v),
+            Ok(_) => Err(ConfigError::one(
+                config_path,
+                format!("{field}.env"),
+                format!("environment variable {var} is empty; keygate never proxies without the shared secret"),
+            )),
+            Err(_) => Err(ConfigError::one(
+                config_path,
+                format!("{field}.env"),
+                format!("environment variable {var} is not set; keygate never proxies without the shared secret"),
+            )),
+        },
+        SecretSource::File(file) => {
+            let path = resolve_relative(config_path, file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::one(
+                    config_path,
+                    format!("{field}.file"),
+                    format!("cannot read secret file {}: {e}", path.display()),
+                )
+            })?;
+            let v = text.strip_suffix('\n').unwrap_or(&text);
+            let v = v.strip_suffix('\r').unwrap_or(v);
+            if v.is_empty() {
+                return Err(ConfigError::one(
+                    config_path,
+                    format!("{field}.file"),
+                    format!(
+                        "secret file {} is empty; keygate never proxies without the shared secret",
+                        path.display()
+                    ),
+                ));
+            }
+            Ok(v.to_string())
+        }
+    }
+}
