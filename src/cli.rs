@@ -44,7 +44,7 @@ pub enum Command {
         /// The consumer the key is for.
         #[arg(long)]
         consumer: String,
-        /// The key's id (default: <consumer>-<yyyymmdd>-<random>).
+        /// The key's id (default: CONSUMER-YYYYMMDD-RANDOM).
         #[arg(long)]
         key_id: Option<String>,
         /// Optional expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).

@@ -22,7 +22,7 @@ pub struct KeyEntry {
     pub digest: Digest,
     /// Expiry in Unix seconds; `i64::MAX` when none.
     pub expires_at: i64,
-    /// Index into [`State::consumers`].
+    /// Index into `State::consumers`.
     pub consumer: u32,
     id_off: u32,
     id_len: u16,

@@ -68,8 +68,17 @@ thread_local! {
 
 /// Most bytes of access log a worker thread buffers before lines are dropped (and counted).
 const MAX_BUFFERED: usize = 4 << 20;
-/// How often the writer thread collects the workers' buffers.
-const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// How often, in milliseconds, the writer thread collects the workers' buffers.
+static FLUSH_INTERVAL_MS: AtomicU64 = AtomicU64::new(50);
+
+/// Set how often buffered access-log lines are written out (`server.access_log.flush_interval_ms`;
+/// at least 1 ms).
+pub fn set_flush_interval(interval: std::time::Duration) {
+    let ms = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    FLUSH_INTERVAL_MS.store(ms, Ordering::Relaxed);
+}
 
 /// Lines dropped because the writer could not keep up (stderr blocked).
 static ACCESS_DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -120,7 +129,7 @@ fn drain(out: &mut Vec<u8>) {
 
 /// Write every buffered access-log line to stderr before returning.
 ///
-/// The writer thread drains the buffers every 50 ms; `main` calls this once the
+/// The writer thread drains the buffers every `flush_interval_ms`; `main` calls this once the
 /// server has stopped (after SIGTERM's grace period or a SIGINT), so no line of a
 /// finished request is lost at exit.
 pub fn flush() {
@@ -136,7 +145,8 @@ fn start_access_writer() -> Mutex<Vec<Buffer>> {
         .spawn(|| {
             let mut out = Vec::with_capacity(64 * 1024);
             loop {
-                std::thread::sleep(FLUSH_INTERVAL);
+                let ms = FLUSH_INTERVAL_MS.load(Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
                 drain(&mut out);
             }
         });

@@ -137,6 +137,9 @@ fn main() -> ExitCode {
                 }
             };
             release_memory();
+            logging::set_flush_interval(std::time::Duration::from_millis(
+                loaded.config.server.access_log.flush_interval_ms,
+            ));
             for w in &loaded.warnings {
                 log::warn!("{w}");
             }

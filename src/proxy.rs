@@ -25,7 +25,6 @@ mod rewrite;
 mod timeouts;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -46,11 +45,11 @@ use crate::logging::{self, AccessRecord};
 use crate::metrics::ErrorKind;
 use crate::problem::Code;
 use crate::request_id::{new_request_id, valid_request_id};
-use crate::state::{SharedState, State};
+use crate::state::SharedState;
 use crate::timestamp;
 
 pub use ctx::RequestCtx;
-pub use respond::{drain_timeout, keep_alive_after_rejection, MAX_DRAIN_BYTES};
+pub use respond::{drain_timeout, failure_code, keep_alive_after_rejection, MAX_DRAIN_BYTES};
 pub use rewrite::{rewrite_upstream_headers, Rewrite};
 pub use timeouts::Timeouts;
 
@@ -275,7 +274,7 @@ impl ProxyHttp for ApiKeyProxy {
                     .handles
                     .upstream_error(r.upstream, ErrorKind::of(e.etype()));
                 if matches!(e.etype(), ErrorType::InvalidCert) {
-                    warn_tls(&ctx.state, r.upstream, e);
+                    respond::warn_tls(&ctx.state, r.upstream, e);
                 }
             }
         }
@@ -363,94 +362,5 @@ impl ProxyHttp for ApiKeyProxy {
             client: ctx.client.addr,
             error: e.map(|e| e.etype().as_str()),
         });
-    }
-}
-
-/// The problem keygate answers a failed proxy attempt with; `None` when the client is
-/// gone (nothing can be written).
-pub fn failure_code(e: &Error, body_cut: bool) -> Option<Code> {
-    if body_cut {
-        return Some(Code::RequestTimeout);
-    }
-    match (e.esource(), e.etype()) {
-        (
-            ErrorSource::Upstream,
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
-        ) => Some(Code::UpstreamTimeout),
-        (ErrorSource::Upstream, _) => Some(Code::UpstreamUnavailable),
-        (
-            ErrorSource::Downstream,
-            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
-        ) => None,
-        (ErrorSource::Downstream, _) => Some(Code::BadRequest),
-        _ => Some(Code::Internal),
-    }
-}
-
-/// Upstream TLS failures logged per second at most (each is also in the access log).
-static LAST_TLS_WARNING: AtomicU64 = AtomicU64::new(0);
-
-/// Log why an origin's certificate was refused, at most once a second.
-fn warn_tls(state: &State, upstream: usize, e: &Error) {
-    let now = u64::try_from(timestamp::now_unix()).unwrap_or(0);
-    let last = LAST_TLS_WARNING.load(Ordering::Relaxed);
-    if now > last
-        && LAST_TLS_WARNING
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let name = state
-            .upstreams
-            .get(upstream)
-            .map_or("-", |u| u.name.as_str());
-        let reason = e
-            .context
-            .as_ref()
-            .map(|c| c.as_str())
-            .unwrap_or("TLS verification failed");
-        log::warn!(target: "keygate::upstream", "upstream `{name}`: {reason}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failures_map_to_problem_codes() {
-        let up = |t| Error::new(t).into_up();
-        let down = |t| Error::new(t).into_down();
-        assert_eq!(
-            failure_code(&up(ErrorType::ConnectTimedout), false),
-            Some(Code::UpstreamTimeout)
-        );
-        assert_eq!(
-            failure_code(&up(ErrorType::ReadTimedout), false),
-            Some(Code::UpstreamTimeout)
-        );
-        assert_eq!(
-            failure_code(&up(ErrorType::ConnectRefused), false),
-            Some(Code::UpstreamUnavailable)
-        );
-        assert_eq!(
-            failure_code(&up(ErrorType::InvalidCert), false),
-            Some(Code::UpstreamUnavailable)
-        );
-        assert_eq!(
-            failure_code(&down(ErrorType::ConnectionClosed), false),
-            None
-        );
-        assert_eq!(
-            failure_code(&down(ErrorType::InvalidHTTPHeader), false),
-            Some(Code::BadRequest)
-        );
-        assert_eq!(
-            failure_code(&down(ErrorType::ReadError), true),
-            Some(Code::RequestTimeout)
-        );
-        assert_eq!(
-            failure_code(&Error::new(ErrorType::InternalError), false),
-            Some(Code::Internal)
-        );
     }
 }

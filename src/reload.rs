@@ -154,6 +154,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
         ),
         (
+            "server.access_log.flush_interval_ms",
+            o.access_log != n.access_log,
+        ),
+        (
             "auth.brute_force.table_slots",
             old.auth.brute_force.table_slots != new.auth.brute_force.table_slots,
         ),
@@ -187,6 +191,64 @@ impl BackgroundService for Reloader {
                 }
                 _ = shutdown.changed() => break,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(server: &str, auth: &str) -> Config {
+        let text = format!(
+            "server:\n{server}\nsecret: {{ env: X }}\nauth:\n  keys_file: k\n{auth}\nupstreams: {{ o: {{ address: \"127.0.0.1:1\" }} }}\nroutes: [ {{ name: api, upstream: o, auth: required }} ]\n"
+        );
+        Config::from_yaml(&text, std::path::Path::new("c")).unwrap()
+    }
+
+    #[test]
+    fn restart_only_settings_are_named_and_live_ones_are_not() {
+        let base = config("  threads: 2", "");
+        assert!(restart_only_changes(&base, &base).is_empty());
+        for (server, auth, field) in [
+            ("  threads: 3", "", "server.threads"),
+            ("  listen: [\"127.0.0.1:9\"]", "", "server.listen"),
+            ("  metrics_listen: \"\"", "", "server.metrics_listen"),
+            (
+                "  grace_period_seconds: 1",
+                "",
+                "server.grace_period_seconds",
+            ),
+            (
+                "  upstream_keepalive_pool_size: 8",
+                "",
+                "server.upstream_keepalive_pool_size",
+            ),
+            (
+                "  access_log: { flush_interval_ms: 5 }",
+                "",
+                "server.access_log.flush_interval_ms",
+            ),
+            (
+                "  threads: 2",
+                "  brute_force: { table_slots: 2048 }",
+                "auth.brute_force.table_slots",
+            ),
+        ] {
+            let changed = restart_only_changes(&base, &config(server, auth));
+            assert!(changed.contains(&field), "{field}: {changed:?}");
+        }
+        // Live settings are applied by the reload, not reported.
+        for live in [
+            "  keepalive_timeout_seconds: 5",
+            "  client_header_timeout_seconds: 5",
+            "  client_body_min_rate_bytes_per_second: 0",
+            "  trusted_proxies: [\"10.0.0.0/8\"]",
+            "  max_request_headers: 10",
+        ] {
+            let changed =
+                restart_only_changes(&config(&format!("  threads: 2\n{live}"), ""), &base);
+            assert!(changed.is_empty(), "{live}: {changed:?}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The runtime snapshot the request path reads: validated, prepared, immutable.
 //!
-//! [`load`] reads `keygate.yaml`, the keys file and the secret, checks them as a
-//! whole (collecting *every* problem before failing, [`build`]) and builds a
+//! [`load()`] reads `keygate.yaml`, the keys file and the secret, checks them as a
+//! whole (collecting *every* problem before failing, [`build()`]) and builds a
 //! [`State`]: routes with parsed matchers, upstreams as ready-to-clone
 //! `HttpPeer`s with their TLS trust, the key index, pre-built header values and
 //! resolved metric handles. Nothing string-typed or optional that the request
@@ -10,12 +10,15 @@
 //!
 //! - `build`: the orchestrator and the sections of `keygate.yaml`;
 //! - `upstream`: upstream peers and origin TLS trust;
+//! - `routes`: routes, their canonical hosts and prefixes;
 //! - `keys`: consumers and the key index, one consumer at a time;
 //! - `load`: reading the files and secrets.
 
 mod build;
 mod keys;
 mod load;
+mod problems;
+mod routes;
 mod upstream;
 
 use std::sync::Arc;
@@ -274,169 +277,4 @@ pub fn valid_id(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Config, ConfigError, KeysFile, SecretSource};
-    use crate::timestamp;
-    use std::path::Path;
-
-    pub(crate) const CONFIG: &str = r#"
-secret: { env: KG_UNUSED }
-auth: { keys_file: keys.yaml }
-upstreams:
-  origin: { address: "127.0.0.1:8000" }
-routes:
-  - { name: admin, path_prefix: /admin, upstream: origin, auth: required }
-  - { name: public, path_prefix: /public, upstream: origin, auth: none }
-  - { name: api, path_prefix: /, upstream: origin, auth: required }
-"#;
-
-    fn keys_yaml() -> String {
-        format!(
-            r#"
-consumers:
-  - id: acme
-    name: ACME Corp
-    routes: [api]
-    keys:
-      - {{ id: acme-1, sha256: "{}" }}
-      - {{ id: acme-old, sha256: "{}", expires_at: 2020-01-01T00:00:00Z }}
-  - id: off
-    disabled: true
-    keys:
-      - {{ id: off-1, sha256: "{}" }}
-"#,
-            hex::encode(crate::apikey::digest(b"key-one")),
-            hex::encode(crate::apikey::digest(b"key-old")),
-            hex::encode(crate::apikey::digest(b"key-off")),
-        )
-    }
-
-    fn build_from(config: &str, keys: &str) -> Result<State, ConfigError> {
-        crate::fixture::build(config, keys)
-    }
-
-    #[test]
-    fn builds_and_counts() {
-        let s = build_from(CONFIG, &keys_yaml()).unwrap();
-        assert_eq!(s.routes.len(), 3);
-        assert_eq!(s.keys.len(), 3);
-        let c = s.key_counts(timestamp::now_unix());
-        assert_eq!(
-            c,
-            KeyCounts {
-                active: 1,
-                expired: 1,
-                disabled: 1
-            }
-        );
-        let (idx, e) = s.keys.lookup(&crate::apikey::digest(b"key-one")).unwrap();
-        assert_eq!(s.keys.id(idx), "acme-1");
-        assert_eq!(s.keys.id_header(idx).unwrap(), "acme-1");
-        assert_eq!(s.consumers[e.consumer as usize].id, "acme");
-        assert!(s.keys.lookup(&crate::apikey::digest(b"nope")).is_none());
-    }
-
-    #[test]
-    fn route_matching_respects_segments_and_order() {
-        let s = build_from(CONFIG, &keys_yaml()).unwrap();
-        assert_eq!(s.route(b"x", b"/admin"), Some(0));
-        assert_eq!(s.route(b"x", b"/admin/users"), Some(0));
-        assert_eq!(s.route(b"x", b"/adminx"), Some(2));
-        assert_eq!(s.route(b"x", b"/public/a"), Some(1));
-        assert_eq!(s.route(b"x", b"/"), Some(2));
-        assert!(s.consumers[0].may_use(2));
-        assert!(!s.consumers[0].may_use(0));
-        assert!(s.consumers[1].may_use(0));
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_file_and_field() {
-        let config = CONFIG.replace(
-            "upstream: origin, auth: none",
-            "upstream: nowhere, auth: none",
-        );
-        let keys = format!(
-            "{}  - id: acme\n    keys:\n      - {{ id: acme-1, sha256: \"zz\" }}\n      - {{ id: dup, sha256: \"{}\" }}\n      - {{ id: when, sha256: \"{}\", expires_at: tomorrow }}\n",
-            keys_yaml(),
-            hex::encode(crate::apikey::digest(b"key-one")),
-            hex::encode(crate::apikey::digest(b"key-x")),
-        );
-        let err = build_from(&config, &keys).unwrap_err();
-        let s = err.to_string();
-        for want in [
-            "keygate.yaml: routes[1].upstream: unknown upstream `nowhere`",
-            "keys.yaml: consumers[2].id: consumer `acme` is defined twice",
-            "keys.yaml: consumers[2].keys[0].id: key id `acme-1` is used twice",
-            "keys.yaml: consumers[2].keys[0].sha256: must be 64 hex characters",
-            "keys.yaml: consumers[2].keys[1].sha256: the same key digest is already used by key `acme-1`",
-            "keys.yaml: consumers[2].keys[2].expires_at: `tomorrow` is not an RFC 3339",
-        ] {
-            assert!(s.contains(want), "missing {want:?} in:\n{s}");
-        }
-        // Digests never appear in messages.
-        assert!(!s.contains(&hex::encode(crate::apikey::digest(b"key-one"))));
-    }
-
-    #[test]
-    fn unknown_route_in_allow_list_and_bad_ids() {
-        let keys = "consumers:\n  - id: \"bad id\"\n    routes: [nope]\n    keys: []\n";
-        let s = build_from(CONFIG, keys).unwrap_err().to_string();
-        assert!(s.contains("consumers[0].id: ids may contain only"), "{s}");
-        assert!(
-            s.contains("consumers[0].routes[0]: unknown route `nope`"),
-            "{s}"
-        );
-    }
-
-    #[test]
-    fn secret_must_be_present_and_printable() {
-        let c = Config::from_yaml(CONFIG, Path::new("keygate.yaml")).unwrap();
-        let err = build(
-            Inputs {
-                config: &c,
-                config_path: Path::new("keygate.yaml"),
-                keys_path: Path::new("keys.yaml"),
-                secret: b"has space",
-                metrics: None,
-            },
-            &KeysFile::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("secret"), "{err}");
-        assert!(!err.contains("has space"), "secret leaked: {err}");
-        let err = read_secret(
-            &SecretSource::Env("KG_SURELY_UNSET_VAR".into()),
-            Path::new("keygate.yaml"),
-            "secret",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("secret.env: environment variable KG_SURELY_UNSET_VAR is not set"),
-            "{err}"
-        );
-        let err = read_secret(
-            &SecretSource::File("/nonexistent/secret".into()),
-            Path::new("keygate.yaml"),
-            "secret",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("secret.file: cannot read secret file /nonexistent/secret"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn tls_upstream_defaults_sni_to_host() {
-        let config = CONFIG.replace(
-            r#"origin: { address: "127.0.0.1:8000" }"#,
-            r#"origin: { address: "localhost:8443", tls: true }"#,
-        );
-        let s = build_from(&config, &keys_yaml()).unwrap();
-        assert_eq!(s.upstreams[0].peer.sni, "localhost");
-    }
-}
+mod tests;

@@ -9,7 +9,7 @@ use super::ConsumerConfig;
 /// Hand each consumer of a keys file to `f` as soon as it is parsed, so a file with a
 /// million keys is never held in memory as a million parsed entries.
 ///
-/// Accepts exactly what [`KeysFile::from_yaml`] accepts (JSON fast path included),
+/// Accepts exactly what [`super::KeysFile::from_yaml`] accepts (JSON fast path included),
 /// with the same located errors.
 pub fn for_each_consumer(
     text: &str,

@@ -1,17 +1,20 @@
-//! Problem documents keygate writes itself, and whether the connection survives them.
+//! Problem documents keygate writes itself: which code answers a failure, and whether
+//! the connection survives it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
-use pingora::Result;
+use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::RequestCtx;
 use crate::headers;
 use crate::problem::Code;
-use crate::state::Limits;
+use crate::state::{Limits, State};
+use crate::timestamp;
 
 /// Request bodies above this size are not drained after a rejection: the connection closes.
 pub const MAX_DRAIN_BYTES: u64 = 64 * 1024;
@@ -103,6 +106,52 @@ pub fn drain_timeout(limits: &Limits) -> Duration {
     }
 }
 
+/// The problem keygate answers a failed proxy attempt with; `None` when the client is
+/// gone (nothing can be written).
+pub fn failure_code(e: &Error, body_cut: bool) -> Option<Code> {
+    if body_cut {
+        return Some(Code::RequestTimeout);
+    }
+    match (e.esource(), e.etype()) {
+        (
+            ErrorSource::Upstream,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+        ) => Some(Code::UpstreamTimeout),
+        (ErrorSource::Upstream, _) => Some(Code::UpstreamUnavailable),
+        (
+            ErrorSource::Downstream,
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+        ) => None,
+        (ErrorSource::Downstream, _) => Some(Code::BadRequest),
+        _ => Some(Code::Internal),
+    }
+}
+
+/// Upstream TLS failures logged per second at most (each is also in the access log).
+static LAST_TLS_WARNING: AtomicU64 = AtomicU64::new(0);
+
+/// Log why an origin's certificate was refused, at most once a second.
+pub(super) fn warn_tls(state: &State, upstream: usize, e: &Error) {
+    let now = u64::try_from(timestamp::now_unix()).unwrap_or(0);
+    let last = LAST_TLS_WARNING.load(Ordering::Relaxed);
+    if now > last
+        && LAST_TLS_WARNING
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let name = state
+            .upstreams
+            .get(upstream)
+            .map_or("-", |u| u.name.as_str());
+        let reason = e
+            .context
+            .as_ref()
+            .map(|c| c.as_str())
+            .unwrap_or("TLS verification failed");
+        log::warn!(target: "keygate::upstream", "upstream `{name}`: {reason}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +203,43 @@ mod tests {
                 "{headers:?} {code:?}"
             );
         }
+    }
+
+    #[test]
+    fn failures_map_to_problem_codes() {
+        let up = |t| Error::new(t).into_up();
+        let down = |t| Error::new(t).into_down();
+        assert_eq!(
+            failure_code(&up(ErrorType::ConnectTimedout), false),
+            Some(Code::UpstreamTimeout)
+        );
+        assert_eq!(
+            failure_code(&up(ErrorType::ReadTimedout), false),
+            Some(Code::UpstreamTimeout)
+        );
+        assert_eq!(
+            failure_code(&up(ErrorType::ConnectRefused), false),
+            Some(Code::UpstreamUnavailable)
+        );
+        assert_eq!(
+            failure_code(&up(ErrorType::InvalidCert), false),
+            Some(Code::UpstreamUnavailable)
+        );
+        assert_eq!(
+            failure_code(&down(ErrorType::ConnectionClosed), false),
+            None
+        );
+        assert_eq!(
+            failure_code(&down(ErrorType::InvalidHTTPHeader), false),
+            Some(Code::BadRequest)
+        );
+        assert_eq!(
+            failure_code(&down(ErrorType::ReadError), true),
+            Some(Code::RequestTimeout)
+        );
+        assert_eq!(
+            failure_code(&Error::new(ErrorType::InternalError), false),
+            Some(Code::Internal)
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! every problem of a configuration at once. Only a configuration without
 //! problems becomes a [`State`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -15,11 +15,11 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
 use super::keys::KeysBuilder;
+use super::problems::Problems;
+use super::routes::routes;
 use super::upstream::upstreams;
-use super::{valid_id, Limits, Route, Secret, Source, State, Upstream};
-use crate::config::{
-    resolve_relative, Config, ConfigError, ConsumerConfig, KeysFile, Location, Problem,
-};
+use super::{Limits, Secret, Source, State};
+use crate::config::{resolve_relative, Config, ConfigError, ConsumerConfig, KeysFile};
 use crate::forwarded::TrustedProxies;
 use crate::headers;
 use crate::metrics::Metrics;
@@ -27,30 +27,6 @@ use crate::metrics::Metrics;
 /// Why header names with `_` are refused in the configuration.
 const UNDERSCORE: &str =
     "header names containing `_` are removed from every request (as nginx does); use `-`";
-
-/// Collects problems so every one is reported, not just the first.
-#[derive(Debug, Default)]
-pub(super) struct Problems {
-    pub(super) list: Vec<Problem>,
-}
-
-impl Problems {
-    pub(super) fn add(
-        &mut self,
-        file: &Path,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) {
-        self.list.push(Problem {
-            at: Location {
-                file: file.to_path_buf(),
-                line_col: None,
-                field: field.into(),
-            },
-            message: message.into(),
-        });
-    }
-}
 
 /// What a state is built from, besides the consumers.
 #[derive(Clone, Copy)]
@@ -225,6 +201,10 @@ fn limits(config: &Config, cfg: &Path, p: &mut Problems) -> (Limits, TrustedProx
             s.max_request_header_bytes as u64,
         ),
         ("max_request_headers", s.max_request_headers as u64),
+        (
+            "access_log.flush_interval_ms",
+            s.access_log.flush_interval_ms,
+        ),
     ] {
         if value == 0 {
             p.add(cfg, format!("server.{field}"), "must be greater than 0");
@@ -359,100 +339,4 @@ fn sources(
         sources.push(Source { header: h, scheme });
     }
     sources
-}
-
-/// Routes in match order, and route names to indices (for consumer allow-lists).
-fn routes<'c>(
-    config: &'c Config,
-    cfg: &Path,
-    upstreams: &[Upstream],
-    upstream_index: &HashMap<&str, usize>,
-    p: &mut Problems,
-) -> (Vec<Route>, HashMap<&'c str, usize>) {
-    let mut routes = Vec::new();
-    let mut route_index = HashMap::new();
-    if config.routes.is_empty() {
-        p.add(cfg, "routes", "at least one route is needed");
-    }
-    for (i, r) in config.routes.iter().enumerate() {
-        let f = format!("routes[{i}]");
-        if !valid_id(&r.name) {
-            p.add(
-                cfg,
-                format!("{f}.name"),
-                "names may contain only A-Z a-z 0-9 . _ -",
-            );
-        }
-        if route_index.insert(r.name.as_str(), i).is_some() {
-            p.add(
-                cfg,
-                format!("{f}.name"),
-                format!("route `{}` is defined twice", r.name),
-            );
-        }
-        check_path_prefix(&r.path_prefix, cfg, &f, p);
-        let host = match &r.host {
-            Some(h) => match crate::host::canonical(h.as_bytes()) {
-                Ok(a) if a.as_bytes() == a.host() => {
-                    Some(String::from_utf8_lossy(a.host()).into_owned())
-                }
-                _ => {
-                    p.add(
-                        cfg,
-                        format!("{f}.host"),
-                        format!("`{h}` is not a host name (no port, no scheme)"),
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        let upstream = match upstream_index.get(r.upstream.as_str()) {
-            Some(&u) => u,
-            None => {
-                if !config.upstreams.contains_key(&r.upstream) {
-                    p.add(
-                        cfg,
-                        format!("{f}.upstream"),
-                        format!("unknown upstream `{}`", r.upstream),
-                    );
-                }
-                0
-            }
-        };
-        routes.push(Route {
-            name: r.name.clone(),
-            host,
-            path_prefix: r.path_prefix.clone(),
-            upstream,
-            auth: r.auth,
-            case_insensitive: upstreams
-                .get(upstream)
-                .is_some_and(|u| u.case_insensitive_paths),
-        });
-    }
-    (routes, route_index)
-}
-
-/// A route prefix must be a canonical path, or no request could ever match it.
-fn check_path_prefix(prefix: &str, cfg: &Path, f: &str, p: &mut Problems) {
-    match crate::path::canonical(prefix.as_bytes()) {
-        Ok(None) => {}
-        Ok(Some(c)) => p.add(
-            cfg,
-            format!("{f}.path_prefix"),
-            format!(
-                "`{prefix}` is not in canonical form; keygate routes on canonical paths, write `{}`",
-                String::from_utf8_lossy(&c)
-            ),
-        ),
-        Err(_) if !prefix.starts_with('/') => {
-            p.add(cfg, format!("{f}.path_prefix"), "must start with `/`")
-        }
-        Err(e) => p.add(
-            cfg,
-            format!("{f}.path_prefix"),
-            format!("`{prefix}` can never match a request: keygate refuses such paths ({e:?})"),
-        ),
-    }
 }

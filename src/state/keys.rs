@@ -5,7 +5,7 @@ use std::path::Path;
 
 use http::header::HeaderValue;
 
-use super::build::Problems;
+use super::problems::Problems;
 use super::{valid_id, Consumer};
 use crate::config::ConsumerConfig;
 use crate::keystore::{decode_digest, KeyIndex, KeyIndexBuilder};

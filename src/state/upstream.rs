@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::header::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
-use super::build::Problems;
+use super::problems::Problems;
 use super::{valid_id, Upstream};
 use crate::config::{resolve_relative, Config, UpstreamConfig};
 use crate::tls::{ExpectedName, OriginTrust};

@@ -233,6 +233,7 @@ fn no_client_claim_reaches_the_origin() {
     let good = s.keys.plain["good"].clone();
     let mut head = String::from("GET /maybe/x HTTP/1.1\r\nHost: gateway.test\r\n");
     let lists = [
+        &keygate::headers::IDENTITY[..],
         &keygate::headers::CLAIMS_IDENTITY[..],
         &keygate::headers::CLAIMS_URL[..],
         &keygate::headers::CLAIMS_HOST[..],

@@ -23,3 +23,5 @@ mod hostile;
 mod faults;
 // Secrets never appear in logs (even at trace), bodies or metrics.
 mod leaks;
+// Stopping: every access-log line is written on SIGTERM and SIGINT.
+mod lifecycle;

@@ -1,0 +1,122 @@
+//! Unit tests for `metrics`.
+
+use super::*;
+
+fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines().find(|l| l.starts_with(prefix))
+}
+
+#[test]
+fn records_through_handles_and_encodes() {
+    let m = Metrics::register(Registry::new()).unwrap();
+    let h = m.handles(&["api"], ["acme"].into_iter(), &["o"]);
+    h.request(Some(0), 200, Some(0), 0.002);
+    h.request(Some(0), 200, Some(0), 0.002);
+    h.request(None, 404, None, 0.0001);
+    h.auth(AuthResult::Expired);
+    h.upstream_error(0, ErrorKind::of(&pingora::ErrorType::ConnectRefused));
+    h.origin_rejection(0);
+    m.load_succeeded(false, 1);
+    m.set_key_gauges(KeyGauges {
+        active: 3,
+        expiring_soon: 1,
+        ..KeyGauges::default()
+    });
+    m.set_access_log_dropped(4);
+    let text = String::from_utf8(m.encode()).unwrap();
+    assert_eq!(
+        line(
+            &text,
+            "keygate_requests_total{route=\"api\",status=\"200\"}"
+        ),
+        Some("keygate_requests_total{route=\"api\",status=\"200\"} 2")
+    );
+    for want in [
+        "keygate_requests_total{route=\"(none)\",status=\"404\"} 1",
+        "keygate_consumer_requests_total{consumer=\"acme\"} 2",
+        "keygate_auth_total{result=\"expired\"} 1",
+        "keygate_auth_total{result=\"ok\"} 0",
+        "keygate_upstream_errors_total{kind=\"connect_refused\",upstream=\"o\"} 1",
+        "keygate_origin_auth_rejections_total{upstream=\"o\"} 1",
+        "keygate_request_duration_seconds_bucket{route=\"api\",le=\"0.0025\"} 2",
+        "keygate_config_last_reload_successful 1",
+        "keygate_keys{state=\"active\"} 3",
+        "keygate_keys_expiring_soon 1",
+        "keygate_access_log_dropped_total 4",
+        "keygate_client_timeouts_total{phase=\"header\"} 0",
+        "keygate_build_info{version=\"",
+    ] {
+        assert!(text.contains(want), "missing {want:?}:\n{text}");
+    }
+    m.reload_failed();
+    let text = String::from_utf8(m.encode()).unwrap();
+    assert!(text.contains("keygate_config_reloads_total{result=\"failure\"} 1"));
+    assert!(text.contains("keygate_config_last_reload_successful 0"));
+}
+
+#[test]
+fn labels_are_distinct_and_classify_pingora_errors() {
+    let auth: std::collections::HashSet<_> = AuthResult::ALL.iter().map(|r| r.label()).collect();
+    assert_eq!(auth.len(), AuthResult::ALL.len());
+    let kinds: std::collections::HashSet<_> = ErrorKind::ALL.iter().map(|k| k.label()).collect();
+    assert_eq!(kinds.len(), ErrorKind::ALL.len());
+    use pingora::ErrorType;
+    assert_eq!(ErrorKind::of(&ErrorType::InvalidCert), ErrorKind::Tls);
+    assert_eq!(ErrorKind::of(&ErrorType::ReadTimedout), ErrorKind::Timeout);
+    assert_eq!(
+        ErrorKind::of(&ErrorType::H1Error),
+        ErrorKind::InvalidResponse
+    );
+    assert_eq!(ErrorKind::of(&ErrorType::InternalError), ErrorKind::Other);
+}
+
+#[test]
+fn grafana_dashboard_queries_only_exported_metrics() {
+    let m = Metrics::register(Registry::new()).unwrap();
+    let h = m.handles(&["api"], ["acme"].into_iter(), &["o"]);
+    h.request(Some(0), 200, Some(0), 0.002);
+    h.upstream_error(0, ErrorKind::ConnectRefused);
+    h.origin_rejection(0);
+    m.load_succeeded(true, 1);
+    m.set_key_gauges(KeyGauges::default());
+    let text = String::from_utf8(m.encode()).unwrap();
+    let families: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let dash: serde_json::Value =
+        serde_json::from_str(include_str!("../../conf/grafana/keygate.json")).unwrap();
+    assert_eq!(dash["uid"], "keygate");
+    let panels = dash["panels"].as_array().unwrap();
+    let mut used = std::collections::HashSet::new();
+    for p in panels {
+        assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()));
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for tok in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !(tok.starts_with("keygate_") || tok.starts_with("process_")) {
+                    continue;
+                }
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| tok.strip_suffix(s).filter(|f| families.contains(f)))
+                    .unwrap_or(tok);
+                assert!(
+                    families.contains(family),
+                    "dashboard queries {tok}, which keygate does not export"
+                );
+                used.insert(family.to_string());
+            }
+        }
+    }
+    for needed in [
+        "keygate_requests_total",
+        "keygate_auth_total",
+        "keygate_request_duration_seconds",
+        "keygate_config_reloads_total",
+        "keygate_keys",
+    ] {
+        assert!(used.contains(needed), "dashboard has no panel for {needed}");
+    }
+}

@@ -1,0 +1,95 @@
+//! The process lifecycle: every access-log line of a finished request is written before
+//! keygate exits, on SIGTERM (after in-flight requests finish) and on SIGINT (at once).
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// Lines are flushed only at exit: an interval longer than any test.
+const NO_PERIODIC_FLUSH: &str =
+    "  access_log: { flush_interval_ms: 600000 }\n  grace_period_seconds: 1\n";
+
+/// Wait until process `pid` has exited (gone, or a zombie awaiting its parent).
+fn wait_exit(pid: u32, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            Ok(stat) => {
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next());
+                if state == Some("Z") {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("keygate {pid} did not exit within {within:?}");
+}
+
+fn access_lines(log: &str, path_prefix: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("keygate::access") && l.contains(&format!("path={path_prefix}")))
+        .count()
+}
+
+#[test]
+fn sigint_writes_every_buffered_access_line() {
+    let dir = TestDir::new();
+    let origin = Origin::start();
+    let k = keys();
+    let cfg = config(origin.addr).replace(
+        "  threads: 1\n",
+        &format!("  threads: 1\n{NO_PERIODIC_FLUSH}"),
+    );
+    let gw = Gateway::start(&dir, &cfg, &k.yaml);
+    let mut c = Client::connect(gw.addr);
+    for i in 0..50 {
+        let r = c.get(&format!("/v1/int-{i}"), &[("x-api-key", &k.plain["good"])]);
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        access_lines(&gw.log(), "/v1/int-"),
+        0,
+        "lines were flushed early"
+    );
+    gw.signal("INT");
+    wait_exit(gw.pid(), Duration::from_secs(10));
+    assert_eq!(access_lines(&gw.log(), "/v1/int-"), 50, "{}", gw.log());
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_and_writes_their_lines() {
+    let dir = TestDir::new();
+    let origin = Origin::start_with(None, OriginMode::SlowMs(400));
+    let k = keys();
+    let cfg = config(origin.addr).replace(
+        "  threads: 1\n",
+        &format!("  threads: 1\n{NO_PERIODIC_FLUSH}"),
+    );
+    let gw = Gateway::start(&dir, &cfg, &k.yaml);
+    let good = k.plain["good"].clone();
+    let addr = gw.addr;
+    let in_flight =
+        std::thread::spawn(move || get(addr, "/v1/term-slow", &[("x-api-key", &good)]).status());
+    // Wait until the request is at the origin, then ask keygate to stop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the origin"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    gw.signal("TERM");
+    assert_eq!(
+        in_flight.join().unwrap(),
+        200,
+        "the in-flight request was cut"
+    );
+    wait_exit(gw.pid(), Duration::from_secs(15));
+    assert_eq!(access_lines(&gw.log(), "/v1/term-slow"), 1, "{}", gw.log());
+}
