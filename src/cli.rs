@@ -1,16 +1,19 @@
-//! The command line: `run`, `check`, `keygen`, `hash`, `demo`.
+//! The command line: `run`, `check`, `reload`, `keygen`, `hash`, `demo`.
 //!
 //! Operators' habits are kept: `-c/--config` names the file and `-t` is `check`,
 //! as in nginx. The commands' logic lives here as plain functions returning text,
-//! so tests call them without spawning a process.
+//! so tests call them without spawning a process; what needs the operating
+//! system (sending a signal) is passed in by `main`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::apikey;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, SecretSource};
+use crate::service::StatusFile;
 use crate::state::{self, valid_id};
 use crate::timestamp;
 
@@ -21,9 +24,9 @@ pub const DEFAULT_CONFIG: &str = "/etc/keygate/keygate.yaml";
 #[derive(Debug, Parser)]
 #[command(name = "keygate", version, about, long_about = None)]
 pub struct Cli {
-    /// Configuration file.
-    #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// Configuration file, for `keygate -c FILE` (run) and `keygate -t -c FILE` (check).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Check the configuration and exit (same as `keygate check`).
     #[arg(short = 't', long = "test")]
     pub test: bool,
@@ -32,13 +35,61 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// The configuration file option of the commands that read it.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// Configuration file [default: /etc/keygate/keygate.yaml].
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway.
-    Run,
+    Run {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        config: ConfigArg,
+        /// Write the outcome of the start and of every reload here, for `keygate reload
+        /// --wait` [default: $RUNTIME_DIRECTORY/status when systemd sets it].
+        #[arg(long, value_name = "FILE")]
+        status_file: Option<PathBuf>,
+    },
     /// Validate the configuration, keys file and secret, print a summary, exit 0 or 1.
-    Check,
+    Check {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        config: ConfigArg,
+        /// Read the shared secret from this file instead of the configured source (to
+        /// check a service's configuration outside the service, e.g. the credential
+        /// file its unit loads).
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+    },
+    /// Reload a running keygate: check the configuration, send it SIGHUP, and with
+    /// `--wait` report the reload's own result (exit 1 when it was rejected).
+    Reload {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        config: ConfigArg,
+        /// Wait for the reload to finish and report its result.
+        #[arg(long)]
+        wait: bool,
+        /// The running keygate's process id [default: $MAINPID, as systemd sets it for
+        /// ExecReload=].
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The running keygate's status file [default: $RUNTIME_DIRECTORY/status].
+        #[arg(long, value_name = "FILE")]
+        status_file: Option<PathBuf>,
+        /// With --wait, give up after this many seconds.
+        #[arg(long, default_value_t = 90)]
+        timeout_seconds: u64,
+        /// Signal without checking the configuration first.
+        #[arg(long)]
+        no_check: bool,
+    },
     /// Generate a new API key and print it with its keys.yaml entry.
     Keygen {
         /// The consumer the key is for.
@@ -61,21 +112,45 @@ pub enum Command {
     },
 }
 
-/// Validate everything `run` would load and describe it in one line.
-pub fn check(config: &Path) -> Result<String, ConfigError> {
-    let loaded = state::load(config, None)?;
+impl Cli {
+    /// The command to run: `run` when none was named, `check` with `-t`.
+    pub fn command(self) -> Command {
+        let top = ConfigArg {
+            config: self.config,
+        };
+        match (self.test, self.command) {
+            (true, _) => Command::Check {
+                config: top,
+                secret_file: None,
+            },
+            (false, None) => Command::Run {
+                config: top,
+                status_file: None,
+            },
+            (false, Some(c)) => c,
+        }
+    }
+}
+
+impl ConfigArg {
+    /// The configuration path given, or [`DEFAULT_CONFIG`].
+    pub fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    }
+}
+
+/// Validate everything `run` would load and describe it in one line; with `secret_file`,
+/// read the shared secret from that file instead of the configured source.
+///
+/// # Errors
+/// Every problem of the configuration, keys file and secret.
+pub fn check(config: &Path, secret_file: Option<&Path>) -> Result<String, ConfigError> {
+    let secret = secret_file.map(|f| SecretSource::File(f.to_path_buf()));
+    let loaded = state::load_with_secret(config, None, secret.as_ref())?;
     let s = &loaded.state;
-    let c = s.key_counts(timestamp::now_unix());
-    let mut out = format!(
-        "{}: ok: {} routes, {} upstreams, {} consumers, keys: {} active, {} expired, {} disabled",
-        config.display(),
-        s.routes.len(),
-        s.upstreams.len(),
-        s.consumers.len(),
-        c.active,
-        c.expired,
-        c.disabled
-    );
+    let mut out = format!("{}: ok: {}", config.display(), crate::service::summary(s));
     if !s.keys.is_empty() {
         out.push_str(&format!(
             ", key store {} bytes ({} per key)",
@@ -88,6 +163,110 @@ pub fn check(config: &Path) -> Result<String, ConfigError> {
         out.push_str(&w);
     }
     Ok(out)
+}
+
+/// Why `keygate reload` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration does not validate: keygate was not signalled.
+    #[error("{0}\nkeygate was not signalled; the running configuration is unchanged")]
+    Invalid(ConfigError),
+    /// No process id was given and `MAINPID` is not set.
+    #[error("no process to reload: pass --pid (systemd sets $MAINPID for ExecReload=)")]
+    NoPid,
+    /// `--wait` without a status file to read.
+    #[error("--wait needs the running keygate's status file: pass --status-file (systemd sets $RUNTIME_DIRECTORY from the unit's RuntimeDirectory=)")]
+    NoStatusFile,
+    /// The signal could not be sent.
+    #[error("cannot signal process {pid}: {source}")]
+    Signal {
+        /// The process.
+        pid: u32,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The reload did not finish in time.
+    #[error(
+        "process {pid} did not report a reload within {timeout:?} (is {path} its status file?)"
+    )]
+    Timeout {
+        /// The process.
+        pid: u32,
+        /// How long we waited.
+        timeout: Duration,
+        /// The status file read.
+        path: String,
+    },
+    /// keygate rejected the new configuration and keeps serving the previous one.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// What `keygate reload` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ReloadRequest {
+    /// The configuration to check first (`None`: do not check).
+    pub check: Option<PathBuf>,
+    /// The process to signal (`None`: `$MAINPID`).
+    pub pid: Option<u32>,
+    /// Wait for the result in this status file (`None`: do not wait).
+    pub wait: Option<PathBuf>,
+    /// How long to wait.
+    pub timeout: Duration,
+}
+
+/// Reload a running keygate: check, signal with `send_sighup`, and wait for its verdict.
+///
+/// Returns the status line the running keygate reported (or a note that it was
+/// signalled, without `--wait`).
+///
+/// # Errors
+/// A [`ReloadError`] naming what failed; [`ReloadError::Rejected`] when keygate itself
+/// rejected the new configuration (it keeps serving the previous one).
+pub fn reload(
+    req: &ReloadRequest,
+    send_sighup: impl Fn(u32) -> std::io::Result<()>,
+) -> Result<String, ReloadError> {
+    if let Some(config) = &req.check {
+        check(config, None).map_err(ReloadError::Invalid)?;
+    }
+    let pid = match req.pid {
+        Some(p) => p,
+        None => std::env::var("MAINPID")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .ok_or(ReloadError::NoPid)?,
+    };
+    let status = req.wait.clone().map(StatusFile::new);
+    let before = status
+        .as_ref()
+        .and_then(StatusFile::read)
+        .filter(|s| s.pid == pid)
+        .map(|s| s.generation);
+    send_sighup(pid).map_err(|source| ReloadError::Signal { pid, source })?;
+    let Some(status) = status else {
+        return Ok(format!("signalled keygate (pid {pid}) to reload"));
+    };
+    let deadline = Instant::now() + req.timeout;
+    loop {
+        if let Some(s) = status.read().filter(|s| s.pid == pid) {
+            if before.is_none_or(|g| s.generation > g) && s.generation > 0 {
+                return if s.ok {
+                    Ok(s.message)
+                } else {
+                    Err(ReloadError::Rejected(s.message))
+                };
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ReloadError::Timeout {
+                pid,
+                timeout: req.timeout,
+                path: status.path().display().to_string(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Errors from `keygen`.
@@ -207,16 +386,91 @@ mod tests {
         assert!(hash(&b"\n"[..]).is_err());
     }
 
+    fn command(args: &[&str]) -> Command {
+        Cli::try_parse_from(args).unwrap().command()
+    }
+
+    fn config_of(c: &Command) -> PathBuf {
+        match c {
+            Command::Run { config, .. }
+            | Command::Check { config, .. }
+            | Command::Reload { config, .. } => config.path(),
+            _ => panic!("no config"),
+        }
+    }
+
     #[test]
     fn cli_parses_operator_habits() {
-        let c = Cli::try_parse_from(["keygate", "-t", "-c", "/x.yaml"]).unwrap();
-        assert!(c.test);
-        assert_eq!(c.config, PathBuf::from("/x.yaml"));
-        let c = Cli::try_parse_from(["keygate", "check", "--config", "a.yaml"]).unwrap();
-        assert!(matches!(c.command, Some(Command::Check)));
-        assert_eq!(c.config, PathBuf::from("a.yaml"));
-        let c = Cli::try_parse_from(["keygate"]).unwrap();
-        assert!(c.command.is_none());
-        assert_eq!(c.config, PathBuf::from(DEFAULT_CONFIG));
+        let c = command(&["keygate", "-t", "-c", "/x.yaml"]);
+        assert!(matches!(c, Command::Check { .. }));
+        assert_eq!(config_of(&c), PathBuf::from("/x.yaml"));
+        let c = command(&["keygate", "check", "--config", "a.yaml"]);
+        assert!(matches!(c, Command::Check { .. }));
+        assert_eq!(config_of(&c), PathBuf::from("a.yaml"));
+        let c = command(&["keygate", "-c", "b.yaml"]);
+        assert!(matches!(c, Command::Run { .. }));
+        assert_eq!(config_of(&c), PathBuf::from("b.yaml"));
+        let c = command(&["keygate"]);
+        assert_eq!(config_of(&c), PathBuf::from(DEFAULT_CONFIG));
+        let c = command(&["keygate", "reload", "--wait", "--pid", "7", "-c", "k.yaml"]);
+        assert!(matches!(
+            c,
+            Command::Reload {
+                wait: true,
+                pid: Some(7),
+                ..
+            }
+        ));
+        // Commands that read no configuration do not offer the option.
+        assert!(Cli::try_parse_from(["keygate", "keygen", "--consumer", "a", "-c", "x"]).is_err());
+        assert!(Cli::try_parse_from(["keygate", "hash", "--config", "x"]).is_err());
+    }
+
+    #[test]
+    fn reload_reports_the_running_keygates_verdict() {
+        let dir = std::env::temp_dir().join(format!("keygate-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("status");
+        let file = StatusFile::new(path.clone());
+        let me = std::process::id();
+        file.write(0, true, "serving");
+        let req = ReloadRequest {
+            check: None,
+            pid: Some(me),
+            wait: Some(path.clone()),
+            timeout: Duration::from_secs(5),
+        };
+        // The "running keygate" answers the signal by writing its next generation.
+        let ok = reload(&req, |_| {
+            file.write(1, true, "serving: reloaded");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(ok, "serving: reloaded");
+        let err = reload(&req, |_| {
+            file.write(2, false, "reload failed\n  keys.yaml: bad");
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ReloadError::Rejected(ref m) if m.contains("keys.yaml: bad")),
+            "{err}"
+        );
+        let quick = ReloadRequest {
+            timeout: Duration::from_millis(200),
+            ..req.clone()
+        };
+        assert!(matches!(
+            reload(&quick, |_| Ok(())),
+            Err(ReloadError::Timeout { .. })
+        ));
+        let no_pid = ReloadRequest { pid: None, ..req };
+        if std::env::var_os("MAINPID").is_none() {
+            assert!(matches!(
+                reload(&no_pid, |_| Ok(())),
+                Err(ReloadError::NoPid)
+            ));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -134,6 +134,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
         metrics,
         None,
         Default::default(),
+        Default::default(),
     )
     .map_err(|e| setup(&e))?;
 

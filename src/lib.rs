@@ -72,6 +72,7 @@ pub mod proxy;
 pub mod reload;
 pub mod request_id;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod telemetry;
 pub mod timestamp;

@@ -140,18 +140,32 @@ pub fn flush() {
 /// Start the thread that collects the workers' access-log buffers and writes them out,
 /// so a busy gateway pays neither a system call nor a thread wake-up per request.
 fn start_access_writer() -> Mutex<Vec<Buffer>> {
-    let _ = std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("keygate-log".into())
         .spawn(|| {
             let mut out = Vec::with_capacity(64 * 1024);
+            let mut last = std::time::Instant::now();
             loop {
-                let ms = FLUSH_INTERVAL_MS.load(Ordering::Relaxed);
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-                drain(&mut out);
+                // Woken early by `set_flush_interval`, so a new interval applies at once.
+                let interval =
+                    std::time::Duration::from_millis(FLUSH_INTERVAL_MS.load(Ordering::Relaxed));
+                match interval.checked_sub(last.elapsed()) {
+                    Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+                    _ => {
+                        drain(&mut out);
+                        last = std::time::Instant::now();
+                    }
+                }
             }
         });
+    if let Ok(handle) = spawned {
+        let _ = WRITER.set(handle.thread().clone());
+    }
     Mutex::new(Vec::new())
 }
+
+/// The writer thread, to wake when the interval changes.
+static WRITER: OnceLock<std::thread::Thread> = OnceLock::new();
 
 /// Append one access-log line to this thread's buffer; never blocks on I/O.
 fn emit_access(f: impl FnOnce(&mut String)) {

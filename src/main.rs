@@ -1,14 +1,22 @@
 //! The `keygate` binary: parse the command line, load, run.
 //!
-//! Exit codes: 0 ok, 1 `check` found problems or startup failed, 64 invalid
-//! configuration for `run` (EX_USAGE, as linkerd does).
+//! Exit codes: 0 ok; 1 `check` or `reload` found problems, or start-up failed (a
+//! listener could not be bound included); 64 invalid configuration for `run`
+//! (EX_USAGE, as linkerd does).
 
+mod sys;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use keygate::cli::{self, Cli, Command};
+use keygate::cli::{self, Cli, Command, ReloadRequest};
+use keygate::metrics::Metrics;
 use keygate::reload::LoadHooks;
+use keygate::service::{self, Notifier, StatusFile};
 use keygate::{demo, logging, server, state};
 
 #[global_allocator]
@@ -16,157 +24,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EX_USAGE: u8 = 64;
 
-/// Ignore SIGHUP until the reloader installs its handler: its default action would kill
-/// the process, and a `systemctl reload` can arrive while keygate is still starting.
-fn ignore_sighup_until_ready() {
-    // SAFETY: installs the predefined SIG_IGN disposition; no handler code runs.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-    }
-}
-
-/// Nice value of the reload thread: it yields to request threads whenever they run.
-const RELOAD_NICE: libc::c_int = 10;
-
-/// Lower the calling thread's priority (Linux: `setpriority` on a thread id sets that thread).
-fn background_priority() {
-    // SAFETY: plain syscalls with integer arguments; no memory is shared with the kernel.
-    #[allow(unsafe_code)]
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, RELOAD_NICE);
-    }
-}
-
-/// Give memory freed by a configuration load back to the OS.
-///
-/// mimalloc returns freed pages lazily, when the freeing thread allocates again; a
-/// loading thread may never do so, and a million-key parse frees hundreds of MiB.
-fn release_memory() {
-    // SAFETY: mi_collect takes no pointers; it only purges the calling thread's heap.
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_collect(true)
-    }
-}
-
-/// OpenSSL's allocations go to mimalloc too: with the system allocator, each upstream
-/// TLS record's buffers (released when idle, `SSL_MODE_RELEASE_BUFFERS`) grew and trimmed
-/// a glibc arena (`mprotect`) on every request.
-fn openssl_uses_mimalloc() {
-    use std::ffi::{c_char, c_int, c_void};
-    extern "C" fn m(n: usize, _: *const c_char, _: c_int) -> *mut c_void {
-        // SAFETY: mi_malloc has malloc's contract.
-        #[allow(unsafe_code)]
-        unsafe {
-            libmimalloc_sys::mi_malloc(n)
-        }
-    }
-    extern "C" fn r(p: *mut c_void, n: usize, _: *const c_char, _: c_int) -> *mut c_void {
-        // SAFETY: `p` comes from `m` or `r` (OpenSSL pairs its own calls).
-        #[allow(unsafe_code)]
-        unsafe {
-            libmimalloc_sys::mi_realloc(p, n)
-        }
-    }
-    extern "C" fn f(p: *mut c_void, _: *const c_char, _: c_int) {
-        // SAFETY: `p` comes from `m` or `r`, or is null.
-        #[allow(unsafe_code)]
-        unsafe {
-            libmimalloc_sys::mi_free(p)
-        }
-    }
-    #[allow(unsafe_code)]
-    extern "C" {
-        fn CRYPTO_set_mem_functions(
-            m: extern "C" fn(usize, *const c_char, c_int) -> *mut c_void,
-            r: extern "C" fn(*mut c_void, usize, *const c_char, c_int) -> *mut c_void,
-            f: extern "C" fn(*mut c_void, *const c_char, c_int),
-        ) -> c_int;
-    }
-    // SAFETY: called first thing in main, before OpenSSL has allocated anything (it
-    // refuses, returning 0, once it has); the three functions are a consistent set.
-    #[allow(unsafe_code)]
-    unsafe {
-        CRYPTO_set_mem_functions(m, r, f);
-    }
-}
-
-/// Read whole TLS records from an origin in one system call instead of three (record
-/// header, body, then a read that would block): OpenSSL's read-ahead, which Pingora's
-/// connector leaves off and its upstream TCP streams do not buffer either.
-fn tune_upstream_tls(ssl: &openssl::ssl::SslRef) {
-    use foreign_types_shared::ForeignTypeRef;
-    #[allow(unsafe_code)]
-    extern "C" {
-        fn SSL_set_read_ahead(s: *mut openssl_sys::SSL, yes: std::ffi::c_int);
-    }
-    // SAFETY: `ssl` is a live SSL* for the duration of the call; read-ahead is a plain flag.
-    #[allow(unsafe_code)]
-    unsafe {
-        SSL_set_read_ahead(ssl.as_ptr(), 1)
-    }
-}
-
 fn main() -> ExitCode {
-    openssl_uses_mimalloc();
-    keygate::tls::set_connection_tuning(tune_upstream_tls);
-    let cli = Cli::parse();
+    sys::openssl_uses_mimalloc();
+    keygate::tls::set_connection_tuning(sys::tune_upstream_tls);
+    let command = Cli::parse().command();
     logging::init();
-    let command = if cli.test {
-        Command::Check
-    } else {
-        cli.command.unwrap_or(Command::Run)
-    };
     match command {
-        Command::Run => {
-            ignore_sighup_until_ready();
-            let metrics = match keygate::metrics::Metrics::register(prometheus::Registry::new()) {
-                Ok(m) => std::sync::Arc::new(m),
-                Err(e) => {
-                    eprintln!("keygate: cannot register metrics: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let loaded = match state::load(&cli.config, Some(&metrics)) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("keygate: refusing to start: {e}");
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            release_memory();
-            logging::set_flush_interval(std::time::Duration::from_millis(
-                loaded.config.server.access_log.flush_interval_ms,
-            ));
-            for w in &loaded.warnings {
-                log::warn!("{w}");
-            }
-            let hooks = LoadHooks {
-                release_memory,
-                background_priority,
-            };
-            match server::assemble(loaded, metrics, Some(cli.config.clone()), hooks) {
-                Ok(gateway) => {
-                    log::info!(
-                        "keygate {} starting with {}",
-                        env!("CARGO_PKG_VERSION"),
-                        cli.config.display()
-                    );
-                    // `run` returns once the server stopped (SIGTERM after its grace period,
-                    // or SIGINT at once): then every buffered access-log line is written.
-                    gateway.run(pingora::server::RunArgs::default());
-                    logging::flush();
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("keygate: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Check => match cli::check(&cli.config) {
+        Command::Run {
+            config,
+            status_file,
+        } => run(
+            &config.path(),
+            status_file.or_else(StatusFile::default_path),
+        ),
+        Command::Check {
+            config,
+            secret_file,
+        } => match cli::check(&config.path(), secret_file.as_deref()) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -176,6 +50,31 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Reload {
+            config,
+            wait,
+            pid,
+            status_file,
+            timeout_seconds,
+            no_check,
+        } => {
+            let status_file = status_file.or_else(StatusFile::default_path);
+            if wait && status_file.is_none() {
+                eprintln!("keygate: {}", cli::ReloadError::NoStatusFile);
+                return ExitCode::FAILURE;
+            }
+            let req = ReloadRequest {
+                check: (!no_check).then(|| config.path()),
+                pid,
+                wait: status_file.filter(|_| wait),
+                timeout: Duration::from_secs(timeout_seconds),
+            };
+            report(
+                cli::reload(&req, sys::send_sighup)
+                    .map(|status| println!("{status}"))
+                    .map_err(anyhow::Error::from),
+            )
+        }
         Command::Keygen {
             consumer,
             key_id,
@@ -191,6 +90,60 @@ fn main() -> ExitCode {
                 .context("cannot read the key from standard input"),
         ),
         Command::Demo { listen } => report(demo::run(&listen).map_err(anyhow::Error::from)),
+    }
+}
+
+/// `keygate run`: load, check the listeners, serve until stopped, write every log line.
+fn run(config: &Path, status_file: Option<PathBuf>) -> ExitCode {
+    sys::ignore_sighup_until_ready();
+    service::exit_on_listener_failure();
+    let metrics = match Metrics::register(prometheus::Registry::new()) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            eprintln!("keygate: cannot register metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loaded = match state::load(config, Some(&metrics)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("keygate: refusing to start: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    sys::release_memory();
+    if let Err(e) = service::probe_listeners(&loaded.config.server) {
+        eprintln!("keygate: refusing to start: {e}");
+        return ExitCode::FAILURE;
+    }
+    logging::set_flush_interval(Duration::from_millis(
+        loaded.config.server.access_log.flush_interval_ms,
+    ));
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    let hooks = LoadHooks {
+        release_memory: sys::release_memory,
+        background_priority: sys::background_priority,
+    };
+    let notifier = Notifier::new(status_file.map(StatusFile::new));
+    match server::assemble(loaded, metrics, Some(config.to_path_buf()), hooks, notifier) {
+        Ok(gateway) => {
+            log::info!(
+                "keygate {} starting with {}",
+                env!("CARGO_PKG_VERSION"),
+                config.display()
+            );
+            // `run` returns once the server stopped (SIGTERM after its grace period, or
+            // SIGINT at once): then every buffered access-log line is written.
+            gateway.run(pingora::server::RunArgs::default());
+            logging::flush();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keygate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -4,8 +4,11 @@
 //! installed inside the running server. A failed load leaves the old state
 //! serving and logs the full error; settings that only a restart can apply
 //! (listeners, threads, metrics address) are reported and left as they are.
+//! Every reload is announced to the service manager and recorded in the status
+//! file ([`crate::service::Notifier`]), so `systemctl reload` reports its result.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,6 +18,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
+use crate::service::{self, Notifier};
 use crate::state::{self, Loaded, SharedState};
 use crate::timestamp;
 
@@ -25,16 +29,20 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     running: Config,
     hooks: LoadHooks,
+    notifier: Notifier,
+    generation: AtomicU64,
 }
 
 impl Reloader {
-    /// Create a reloader for `config_path`; `running` holds the settings in force.
+    /// Create a reloader for `config_path`; `running` holds the settings in force;
+    /// `notifier` tells the service manager (and the status file) about each reload.
     pub fn new(
         config_path: PathBuf,
         shared: SharedState,
         metrics: Arc<Metrics>,
         running: Config,
         hooks: LoadHooks,
+        notifier: Notifier,
     ) -> Self {
         Reloader {
             config_path,
@@ -42,11 +50,23 @@ impl Reloader {
             metrics,
             running,
             hooks,
+            notifier,
+            generation: AtomicU64::new(0),
         }
     }
 
     /// Load the files again and swap the new state in; on failure keep the old one.
+    /// Tells the service manager when it starts and how it ended.
     pub async fn reload(&self) -> bool {
+        self.notifier.reloading();
+        let (ok, status) = self.load_and_swap().await;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.notifier.reloaded(generation, ok, &status);
+        ok
+    }
+
+    /// The reload itself; returns whether it worked and a status line.
+    async fn load_and_swap(&self) -> (bool, String) {
         let (path, metrics, hooks) = (self.config_path.clone(), self.metrics.clone(), self.hooks);
         let started = std::time::Instant::now();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -84,6 +104,11 @@ impl Reloader {
                     "routes={} upstreams={} consumers={} keys_active={} keys_expired={} keys_disabled={}",
                     state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled
                 );
+                let status = format!(
+                    "serving: {} (reloaded at {})",
+                    service::summary(&state),
+                    timestamp::format_rfc3339(timestamp::now_unix())
+                );
                 let old = self.shared.swap(Arc::new(state));
                 self.metrics.load_succeeded(true, timestamp::now_unix());
                 info!(target: "keygate::reload", "configuration reloaded in {} ms: {summary}", started.elapsed().as_millis());
@@ -92,17 +117,20 @@ impl Reloader {
                     drop(old);
                     (hooks.release_memory)();
                 });
-                true
+                (true, status)
             }
             Ok(Err(e)) => {
                 self.metrics.reload_failed();
                 warn!(target: "keygate::reload", "configuration reload failed, still serving the previous configuration: {e}");
-                false
+                (
+                    false,
+                    format!("reload failed, still serving the previous configuration: {e}"),
+                )
             }
             Err(e) => {
                 self.metrics.reload_failed();
                 warn!(target: "keygate::reload", "configuration reload failed, still serving the previous configuration: the loader thread failed: {e}");
-                false
+                (false, format!("reload failed, still serving the previous configuration: the loader thread failed: {e}"))
             }
         }
     }

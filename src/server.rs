@@ -18,6 +18,7 @@ use crate::conn::DeadlineApp;
 use crate::metrics::Metrics;
 use crate::proxy::{ApiKeyProxy, Timeouts};
 use crate::reload::{LoadHooks, Reloader};
+use crate::service::{self, Notifier, Readiness};
 use crate::state::{Loaded, SharedState};
 use crate::telemetry::TelemetryApp;
 
@@ -49,7 +50,8 @@ pub fn server_conf(s: &ServerConfig) -> ServerConf {
 /// and the SIGHUP reloader when the configuration came from a file.
 ///
 /// `loaded` must have been built with `metrics` (its handles record there); `hooks` run
-/// on the loading thread of each reload (lower its priority, hand freed memory back).
+/// on the loading thread of each reload (lower its priority, hand freed memory back);
+/// `notifier` announces readiness and reloads to the service manager.
 ///
 /// # Errors
 /// [`ServerError::Tls`] when a TLS listener's files cannot be set up.
@@ -58,8 +60,10 @@ pub fn assemble(
     metrics: Arc<Metrics>,
     config_path: Option<PathBuf>,
     hooks: LoadHooks,
+    notifier: Notifier,
 ) -> Result<Server, ServerError> {
     let Loaded { config, state, .. } = loaded;
+    let summary = service::summary(&state);
     metrics.load_succeeded(false, crate::timestamp::now_unix());
     let shared: SharedState = Arc::new(ArcSwap::from_pointee(state));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(&config.server));
@@ -109,8 +113,19 @@ pub fn assemble(
         service.add_tcp(&config.server.metrics_listen);
         server.add_service(service);
     }
+    server.add_service(background_service(
+        "keygate readiness",
+        Readiness::new(&config.server, summary, notifier.clone()),
+    ));
     if let Some(path) = config_path {
-        let reloader = Reloader::new(path, shared.clone(), metrics.clone(), config.clone(), hooks);
+        let reloader = Reloader::new(
+            path,
+            shared.clone(),
+            metrics.clone(),
+            config.clone(),
+            hooks,
+            notifier,
+        );
         server.add_service(background_service("keygate reloader", reloader));
     }
     Ok(server)

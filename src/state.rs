@@ -36,7 +36,7 @@ use crate::metrics::{Handles, KeyGauges, EXPIRING_SOON_SECONDS};
 use crate::tls::OriginTrust;
 
 pub use build::{build, Inputs};
-pub use load::{load, read_secret, Loaded, SHORT_SECRET};
+pub use load::{load, load_with_secret, read_secret, Loaded, SHORT_SECRET};
 
 /// The state shared by every request and replaced whole by a reload.
 pub type SharedState = Arc<ArcSwap<State>>;

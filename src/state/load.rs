@@ -29,6 +29,20 @@ pub struct Loaded {
 /// every problem found otherwise (an empty keys file included: it is most likely caught
 /// mid-write).
 pub fn load(config_path: &Path, metrics: Option<&Metrics>) -> Result<Loaded, ConfigError> {
+    load_with_secret(config_path, metrics, None)
+}
+
+/// [`load`], reading the shared secret from `secret` instead of the configured source
+/// when given (`keygate check --secret-file`: check a production configuration outside
+/// the service, whose secret comes from a credential only the service sees).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with_secret(
+    config_path: &Path,
+    metrics: Option<&Metrics>,
+    secret: Option<&SecretSource>,
+) -> Result<Loaded, ConfigError> {
     let config = Config::load(config_path)?;
     let keys_path = resolve_relative(config_path, &config.auth.keys_file);
     let keys_text = crate::config::read(&keys_path)?;
@@ -40,7 +54,8 @@ pub fn load(config_path: &Path, metrics: Option<&Metrics>) -> Result<Loaded, Con
             "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
         ));
     }
-    let secret = read_secret(&config.secret.source, config_path, "secret")?;
+    let source = secret.unwrap_or(&config.secret.source);
+    let secret = read_secret(source, config_path, "secret")?;
     let mut warnings = Vec::new();
     if secret.len() < SHORT_SECRET {
         warnings.push(format!(

@@ -689,6 +689,18 @@ impl Gateway {
         g
     }
 
+    /// Wrap a keygate child the test started itself (its stderr in `stderr`); waits until
+    /// `addr` accepts connections.
+    pub fn adopt(child: Child, addr: SocketAddr, stderr: PathBuf) -> Gateway {
+        let mut g = Gateway {
+            addr,
+            child,
+            stderr,
+        };
+        g.wait_ready(addr);
+        g
+    }
+
     /// Poll until `addr` accepts a connection, or panic with the log after the deadline.
     pub fn wait_ready(&mut self, addr: SocketAddr) {
         let deadline = Instant::now() + READY_DEADLINE;

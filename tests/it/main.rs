@@ -25,3 +25,5 @@ mod faults;
 mod leaks;
 // Stopping: every access-log line is written on SIGTERM and SIGINT.
 mod lifecycle;
+// The service manager hears the truth: start-up failures, readiness, reloads.
+mod service;

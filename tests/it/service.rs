@@ -1,0 +1,245 @@
+//! keygate as a service: start-up failures exit, readiness and reloads reach the
+//! service manager (a real `NOTIFY_SOCKET`), `keygate reload --wait` reports the result.
+
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A `NOTIFY_SOCKET` the test listens on, as systemd would.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(dir: &TestDir) -> NotifySocket {
+        let path = dir.path("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        NotifySocket { socket, path }
+    }
+
+    /// The next datagram, as text.
+    fn next(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Read datagrams until one contains `needle`; return it.
+    fn until(&self, needle: &str) -> String {
+        loop {
+            let m = self.next();
+            if m.contains(needle) {
+                return m;
+            }
+        }
+    }
+}
+
+fn start_notified(
+    dir: &TestDir,
+    cfg: &str,
+    keys: &str,
+    extra_env: &[(&str, &str)],
+) -> (Gateway, NotifySocket) {
+    let notify = NotifySocket::bind(dir);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.write("keygate.yaml", &cfg.replace("{listen}", &addr.to_string()));
+    dir.write("keys.yaml", keys);
+    let path = notify.path.to_str().unwrap().to_string();
+    let mut env = vec![
+        ("KEYGATE_SHARED_SECRET", SECRET),
+        ("NOTIFY_SOCKET", path.as_str()),
+    ];
+    env.extend_from_slice(extra_env);
+    let gw = Gateway::spawn(dir, config, addr, &env);
+    (gw, notify)
+}
+
+#[test]
+fn a_busy_port_is_a_start_up_failure_within_a_second() {
+    let dir = TestDir::new();
+    let origin = Origin::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    dir.write(
+        "keygate.yaml",
+        &config(origin.addr).replace("{listen}", &busy.to_string()),
+    );
+    dir.write("keys.yaml", &keys().yaml);
+    let started = Instant::now();
+    let out = keygate()
+        .args(["run", "--config"])
+        .arg(dir.path("keygate.yaml"))
+        .env("KEYGATE_SHARED_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let (_, err) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains(&busy.to_string()) && err.contains("server.listen[0]"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("ready: listening"),
+        "claimed readiness: {err}"
+    );
+    // The metrics listener too.
+    let cfg = config(origin.addr).replace(
+        "metrics_listen: \"\"",
+        &format!("metrics_listen: \"{busy}\""),
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    dir.write("keygate.yaml", &cfg.replace("{listen}", &listen));
+    let out = keygate()
+        .args(["run", "--config"])
+        .arg(dir.path("keygate.yaml"))
+        .env("KEYGATE_SHARED_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let (_, err) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("server.metrics_listen"), "{err}");
+}
+
+#[test]
+fn readiness_reloads_and_stopping_reach_the_service_manager() {
+    let dir = TestDir::new();
+    let origin = Origin::start();
+    let k = keys();
+    let (gw, notify) = start_notified(&dir, &config(origin.addr), &k.yaml, &[]);
+    let ready = notify.until("READY=1");
+    assert!(
+        ready.contains("STATUS=serving: 4 routes, 1 upstream, 3 consumers"),
+        "{ready}"
+    );
+    // READY=1 came once the listener accepts: a request succeeds right away.
+    assert_eq!(
+        get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]).status(),
+        200
+    );
+    gw.wait_log("ready: listening on", 1);
+    assert!(
+        gw.log()
+            .contains(&format!("listening on {} (http)", gw.addr)),
+        "{}",
+        gw.log()
+    );
+
+    gw.sighup();
+    let reloading = notify.until("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let done = notify.until("READY=1");
+    assert!(
+        done.contains("STATUS=serving:") && done.contains("reloaded at"),
+        "{done}"
+    );
+
+    dir.write(
+        "keys.yaml",
+        "consumers:\n  - id: a\n    keys: [ { id: k, sha256: nothex } ]\n",
+    );
+    gw.sighup();
+    notify.until("RELOADING=1");
+    let failed = notify.until("READY=1");
+    assert!(failed.contains("STATUS=reload failed"), "{failed}");
+    assert!(failed.contains("sha256"), "{failed}");
+
+    gw.signal("TERM");
+    notify.until("STOPPING=1");
+}
+
+#[test]
+fn reload_wait_reports_the_running_keygates_result() {
+    let dir = TestDir::new();
+    let origin = Origin::start();
+    let k = keys();
+    let status = dir.path("status");
+    let status_arg = status.to_str().unwrap().to_string();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config_path = dir.write(
+        "keygate.yaml",
+        &config(origin.addr).replace("{listen}", &addr.to_string()),
+    );
+    dir.write("keys.yaml", &k.yaml);
+    let gw = {
+        // `run --status-file` is how a manual start opts in; systemd sets RUNTIME_DIRECTORY.
+        let stderr = dir.path("keygate.stderr");
+        let child = keygate()
+            .args(["run", "--status-file", &status_arg, "--config"])
+            .arg(&config_path)
+            .env("KEYGATE_SHARED_SECRET", SECRET)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Gateway::adopt(child, addr, stderr)
+    };
+    gw.wait_log("ready to reload the configuration on SIGHUP", 1);
+    let pid = gw.pid().to_string();
+    let reload = |extra: &[&str]| {
+        keygate()
+            .args([
+                "reload",
+                "--wait",
+                "--status-file",
+                &status_arg,
+                "--pid",
+                &pid,
+                "--config",
+            ])
+            .arg(&config_path)
+            .args(extra)
+            .env("KEYGATE_SHARED_SECRET", SECRET)
+            .output()
+            .unwrap()
+    };
+    let out = reload(&[]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("serving: 4 routes"), "{stdout}");
+    gw.wait_log("configuration reloaded", 1);
+
+    // A broken file is caught by the check: keygate is not signalled.
+    dir.write(
+        "keys.yaml",
+        "consumers:\n  - id: a\n    keys: [ { id: k, sha256: nothex } ]\n",
+    );
+    let out = reload(&[]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was not signalled"), "{stderr}");
+    // Without the check, the running keygate's own rejection is what fails the command.
+    let out = reload(&["--no-check", "--timeout-seconds", "5"]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stderr}\n{}\n{:?}",
+        gw.log(),
+        std::fs::read_to_string(&status)
+    );
+    assert!(
+        stderr.contains("reload failed") && stderr.contains("sha256"),
+        "{stderr}"
+    );
+    gw.wait_log("configuration reload failed", 1);
+    // And keygate kept serving.
+    assert_eq!(
+        get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]).status(),
+        200
+    );
+}
