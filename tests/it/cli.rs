@@ -2,24 +2,27 @@
 
 use std::io::Write;
 use std::process::Stdio;
+use std::time::Duration;
 
 use crate::harness::*;
+
+/// The standard config as `keygate check` sees it: nothing needs to listen or answer.
+fn checked_config() -> GatewayConfig {
+    GatewayConfig::new("127.0.0.1:9".parse().unwrap()).listen("127.0.0.1:1".parse().unwrap())
+}
 
 #[test]
 fn check_accepts_a_good_config_and_summarises_it() {
     let dir = TestDir::new();
     let k = keys();
-    let cfg = dir.write(
-        "keygate.yaml",
-        &config("127.0.0.1:9".parse().unwrap()).replace("{listen}", "127.0.0.1:1"),
-    );
+    let cfg = dir.write("keygate.yaml", &checked_config().yaml());
     dir.write("keys.yaml", &k.yaml);
     let out = keygate_with_config(&["check"], &cfg);
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
         stdout.contains(
-            "ok: 4 routes, 1 upstreams, 3 consumers, keys: 3 active, 1 expired, 2 disabled"
+            "ok: 4 routes, 1 upstream, 3 consumers, keys: 3 active, 1 expired, 2 disabled"
         ),
         "{stdout}"
     );
@@ -37,12 +40,10 @@ fn check_accepts_a_good_config_and_summarises_it() {
 fn check_names_file_line_and_field() {
     let dir = TestDir::new();
     let k = keys();
-    let cfg = dir.write(
-        "keygate.yaml",
-        &config("127.0.0.1:9".parse().unwrap())
-            .replace("{listen}", "127.0.0.1:1")
-            .replace("auth: optional", "auth: optional, strip: true"),
-    );
+    // routes[1], on line 14, gets a field that does not exist.
+    let mut routes = STANDARD_ROUTES;
+    routes[1] = "name: maybe, path_prefix: /maybe, upstream: origin, auth: optional, strip: true";
+    let cfg = dir.write("keygate.yaml", &checked_config().routes(&routes).yaml());
     dir.write("keys.yaml", &k.yaml);
     let out = keygate_with_config(&["check"], &cfg);
     assert_eq!(out.status.code(), Some(1));
@@ -51,10 +52,7 @@ fn check_names_file_line_and_field() {
     assert!(err.contains("routes[1]: unknown field `strip`"), "{err}");
 
     // Semantic problems in the keys file are all reported, by field.
-    let cfg = dir.write(
-        "keygate.yaml",
-        &config("127.0.0.1:9".parse().unwrap()).replace("{listen}", "127.0.0.1:1"),
-    );
+    let cfg = dir.write("keygate.yaml", &checked_config().yaml());
     dir.write(
         "keys.yaml",
         &format!("{}  - id: acme\n    routes: [nope]\n    keys: []\n", k.yaml),
@@ -78,8 +76,9 @@ fn missing_secret_refuses_to_start() {
     let k = keys();
     let cfg = dir.write(
         "keygate.yaml",
-        &config("127.0.0.1:9".parse().unwrap())
-            .replace("{listen}", &format!("127.0.0.1:{}", free_port())),
+        &GatewayConfig::new("127.0.0.1:9".parse().unwrap())
+            .listen(free_addr())
+            .yaml(),
     );
     dir.write("keys.yaml", &k.yaml);
     let err = run_refused(&cfg, &[]);
@@ -99,7 +98,7 @@ fn secret_from_file_with_trailing_newline() {
     let k = keys();
     let gw = Gateway::start_with_secret_file(
         &dir,
-        &config(origin.addr),
+        &GatewayConfig::new(origin.addr),
         &k.yaml,
         &format!("{SECRET}\n"),
     );
@@ -116,7 +115,7 @@ fn run_with_stdin(args: &[&str], input: &str) -> (bool, String, String) {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     child
         .stdin
@@ -178,35 +177,35 @@ fn demo_answers_200_with_the_key_and_401_without() {
     let listen = format!("127.0.0.1:{port}");
     let dir = TestDir::new();
     let stdout = dir.path("demo.out");
-    let mut child = keygate()
+    let child = keygate()
         .args(["demo", "--listen", &listen])
         .stdout(std::fs::File::create(&stdout).unwrap())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
     let addr = listen.parse().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut key = None;
-    while std::time::Instant::now() < deadline {
-        let text = std::fs::read_to_string(&stdout).unwrap_or_default();
-        key = text
-            .split_whitespace()
-            .find(|w| w.starts_with("kg_") && w.len() == keygate::apikey::KEY_LEN)
-            .map(str::to_string);
-        if key.is_some() && std::net::TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let key = key.expect("the demo printed a key");
+    // The demo prints its key, then listens.
+    let key = eventually(
+        "the demo printing a key and listening",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+            let key = text
+                .split_whitespace()
+                .find(|w| w.starts_with("kg_") && w.len() == keygate::apikey::KEY_LEN);
+            match key {
+                Some(key) if std::net::TcpStream::connect(addr).is_ok() => Ok(key.to_string()),
+                _ => Err(text),
+            }
+        },
+    );
     let ok = get(
         addr,
         "/hello",
         &[("Authorization", &format!("Bearer {key}"))],
     );
     let denied = get(addr, "/hello", &[]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(ok.status(), 200, "{}", ok.text());
     assert!(
         ok.text().contains("\"x-consumer-id\":\"demo\""),
@@ -224,7 +223,7 @@ fn shipped_example_config_checks_ok() {
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("ok: 1 routes, 1 upstreams, 1 consumers"),
+        stdout.contains("ok: 1 route, 1 upstream, 1 consumer,"),
         "{stdout}"
     );
 }

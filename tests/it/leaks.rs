@@ -1,7 +1,5 @@
 //! Secrets never leak: not in logs at the most verbose level, not in bodies, not in metrics.
 
-use std::net::SocketAddr;
-
 use crate::harness::*;
 
 #[test]
@@ -9,15 +7,12 @@ fn no_key_digest_or_secret_appears_anywhere_even_at_trace() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    let maddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let cfg = config(origin.addr)
-        .replace("{listen}", &addr.to_string())
-        .replace(
-            "metrics_listen: \"\"",
-            &format!("metrics_listen: \"{maddr}\""),
-        );
+    let maddr = free_addr();
+    let addr = free_addr();
+    let cfg = GatewayConfig::new(origin.addr)
+        .listen(addr)
+        .metrics(maddr)
+        .yaml();
     let cfg = dir.write("keygate.yaml", &cfg);
     dir.write("keys.yaml", &k.yaml);
     let mut gw = Gateway::spawn(

@@ -1,33 +1,35 @@
 //! The process lifecycle: every access-log line of a finished request is written before
 //! keygate exits, on SIGTERM (after in-flight requests finish) and on SIGINT (at once).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::*;
 
-/// Lines are flushed only at exit: an interval longer than any test.
-const NO_PERIODIC_FLUSH: &str =
-    "  access_log: { flush_interval_ms: 600000 }\n  grace_period_seconds: 1\n";
+/// A config whose access-log lines are flushed only at exit (an interval longer than any
+/// test), with a 1 s grace period.
+fn flush_only_at_exit(origin: std::net::SocketAddr) -> String {
+    GatewayConfig::new(origin)
+        .server("access_log: { flush_interval_ms: 600000 }")
+        .server("grace_period_seconds: 1")
+        .yaml()
+}
 
 /// Wait until process `pid` has exited (gone, or a zombie awaiting its parent).
 fn wait_exit(pid: u32, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return,
+    eventually(
+        &format!("keygate {pid} exits"),
+        within,
+        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => Some(()),
             Ok(stat) => {
                 let state = stat
                     .rsplit(')')
                     .next()
                     .and_then(|r| r.split_whitespace().next());
-                if state == Some("Z") {
-                    return;
-                }
+                (state == Some("Z")).then_some(())
             }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("keygate {pid} did not exit within {within:?}");
+        },
+    );
 }
 
 fn access_lines(log: &str, path_prefix: &str) -> usize {
@@ -41,10 +43,7 @@ fn sigint_writes_every_buffered_access_line() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    let cfg = config(origin.addr).replace(
-        "  threads: 1\n",
-        &format!("  threads: 1\n{NO_PERIODIC_FLUSH}"),
-    );
+    let cfg = flush_only_at_exit(origin.addr);
     let gw = Gateway::start(&dir, &cfg, &k.yaml);
     let mut c = Client::connect(gw.addr);
     for i in 0..50 {
@@ -66,24 +65,18 @@ fn sigterm_lets_in_flight_requests_finish_and_writes_their_lines() {
     let dir = TestDir::new();
     let origin = Origin::start_with(None, OriginMode::SlowMs(400));
     let k = keys();
-    let cfg = config(origin.addr).replace(
-        "  threads: 1\n",
-        &format!("  threads: 1\n{NO_PERIODIC_FLUSH}"),
-    );
+    let cfg = flush_only_at_exit(origin.addr);
     let gw = Gateway::start(&dir, &cfg, &k.yaml);
     let good = k.plain["good"].clone();
     let addr = gw.addr;
     let in_flight =
         std::thread::spawn(move || get(addr, "/v1/term-slow", &[("x-api-key", &good)]).status());
     // Wait until the request is at the origin, then ask keygate to stop.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while origin.count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the origin"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        "the request reaches the origin",
+        Duration::from_secs(10),
+        || (origin.count() > 0).then_some(()),
+    );
     gw.signal("TERM");
     assert_eq!(
         in_flight.join().unwrap(),

@@ -1,7 +1,7 @@
 //! Integration tests: the real keygate binary on loopback in front of a real origin.
 #![allow(clippy::unwrap_used)] // test harness code: a failed unwrap is a failed test
 
-// Servers, client and certificates shared by every test.
+// Servers, client, certificates, configs and processes shared by every test.
 mod harness;
 // Authentication outcomes and what the origin receives.
 mod auth;

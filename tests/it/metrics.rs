@@ -6,13 +6,15 @@ use std::process::{Command, Stdio};
 
 use crate::harness::*;
 
+/// The standard config with metrics on `metrics` and, ahead of the standard routes, a
+/// route `/dead` to an upstream `dead` at `dead` (where nothing listens).
 fn metrics_config(origin: SocketAddr, metrics: SocketAddr, dead: SocketAddr) -> String {
-    config(origin)
-        .replace("metrics_listen: \"\"", &format!("metrics_listen: \"{metrics}\""))
-        .replace(
-            "routes:\n",
-            &format!("  dead: {{ address: \"{dead}\" }}\nroutes:\n  - {{ name: dead, path_prefix: /dead, upstream: dead, auth: none }}\n"),
-        )
+    let dead_route = "name: dead, path_prefix: /dead, upstream: dead, auth: none";
+    GatewayConfig::new(origin)
+        .metrics(metrics)
+        .extra_upstream("dead", &format!("address: \"{dead}\""))
+        .routes(&[&[dead_route][..], &STANDARD_ROUTES[..]].concat())
+        .yaml()
 }
 
 #[test]
@@ -27,8 +29,8 @@ fn metrics_count_a_known_sequence_and_pass_promtool() {
         k.yaml,
         hex::encode(keygate::apikey::digest(soon_key.as_bytes()))
     );
-    let maddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let maddr = free_addr();
+    let dead = free_addr();
     let mut gw = Gateway::start(&dir, &metrics_config(origin.addr, maddr, dead), &yaml);
     gw.wait_ready(maddr);
 
@@ -143,7 +145,7 @@ fn metrics_count_a_known_sequence_and_pass_promtool() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_guarded()
         .expect("promtool (Debian package prometheus) is installed");
     child
         .stdin
@@ -165,8 +167,8 @@ fn reload_results_are_counted() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    let maddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let maddr = free_addr();
+    let dead = free_addr();
     let mut gw = Gateway::start(&dir, &metrics_config(origin.addr, maddr, dead), &k.yaml);
     gw.wait_ready(maddr);
 

@@ -1,5 +1,7 @@
 //! SIGHUP reload through the real process.
 
+use std::time::Duration;
+
 use crate::harness::*;
 
 #[test]
@@ -126,7 +128,8 @@ fn sighup_rotates_the_shared_secret() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    let gw = Gateway::start_with_secret_file(&dir, &config(origin.addr), &k.yaml, SECRET);
+    let gw =
+        Gateway::start_with_secret_file(&dir, &GatewayConfig::new(origin.addr), &k.yaml, SECRET);
     assert_eq!(
         get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]).status(),
         200
@@ -170,8 +173,8 @@ fn restart_only_settings_are_kept_and_reported() {
     let origin = Origin::start();
     let k = keys();
     let gw = Gateway::start(&dir, &config(origin.addr), &k.yaml);
-    let text = std::fs::read_to_string(dir.path("keygate.yaml")).unwrap();
-    dir.write("keygate.yaml", &text.replace("threads: 1", "threads: 3"));
+    let three_threads = GatewayConfig::new(origin.addr).listen(gw.addr).threads(3);
+    dir.write("keygate.yaml", &three_threads.yaml());
     gw.sighup();
     gw.wait_log("configuration reloaded", 1);
     assert!(
@@ -195,10 +198,11 @@ fn sigterm_lets_in_flight_requests_finish() {
     let (addr, key) = (gw.addr, k.plain["good"].clone());
     let inflight = std::thread::spawn(move || get(addr, "/v1", &[("x-api-key", &key)]));
     // Wait until the request is at the origin, then ask keygate to stop.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while origin.count() == 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    eventually(
+        "the request reaching the origin",
+        Duration::from_secs(10),
+        || (origin.count() > 0).then_some(()),
+    );
     assert_eq!(origin.count(), 1);
     gw.signal("TERM");
     let r = inflight.join().unwrap();
@@ -210,10 +214,10 @@ fn sighup_during_startup_does_not_kill_keygate() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = free_addr();
     let cfg = dir.write(
         "keygate.yaml",
-        &config(origin.addr).replace("{listen}", &addr.to_string()),
+        &GatewayConfig::new(origin.addr).listen(addr).yaml(),
     );
     dir.write("keys.yaml", &k.yaml);
     let mut child = keygate()
@@ -221,33 +225,27 @@ fn sighup_during_startup_does_not_kill_keygate() {
         .arg(&cfg)
         .env("KEYGATE_SHARED_SECRET", SECRET)
         .stderr(std::process::Stdio::null())
-        .spawn()
+        .spawn_guarded()
         .unwrap();
-    // Signal while it is still starting, as an early `systemctl reload` would.
-    std::thread::sleep(std::time::Duration::from_millis(30));
+    // Signal while it is still starting, as an early `systemctl reload` would (the pauses
+    // space the signals out over startup; nothing waits on them).
+    std::thread::sleep(Duration::from_millis(30));
     let pid = child.id().to_string();
     for _ in 0..5 {
         let _ = std::process::Command::new("kill")
             .args(["-HUP", &pid])
             .status();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
+    eventually("keygate listening", Duration::from_secs(30), || {
         assert!(
             child.try_wait().unwrap().is_none(),
             "keygate died of an early SIGHUP"
         );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "keygate never listened"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        std::net::TcpStream::connect(addr).map(drop)
+    });
     assert_eq!(
         get(addr, "/v1", &[("x-api-key", &k.plain["good"])]).status(),
         200
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

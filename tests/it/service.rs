@@ -1,7 +1,6 @@
 //! keygate as a service: start-up failures exit, readiness and reloads reach the
 //! service manager (a real `NOTIFY_SOCKET`), `keygate reload --wait` reports the result.
 
-use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
@@ -46,13 +45,13 @@ impl NotifySocket {
 
 fn start_notified(
     dir: &TestDir,
-    cfg: &str,
+    cfg: &GatewayConfig,
     keys: &str,
     extra_env: &[(&str, &str)],
 ) -> (Gateway, NotifySocket) {
     let notify = NotifySocket::bind(dir);
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = dir.write("keygate.yaml", &cfg.replace("{listen}", &addr.to_string()));
+    let addr = free_addr();
+    let config = dir.write("keygate.yaml", &cfg.clone().listen(addr).yaml());
     dir.write("keys.yaml", keys);
     let path = notify.path.to_str().unwrap().to_string();
     let mut env = vec![
@@ -64,16 +63,9 @@ fn start_notified(
     (gw, notify)
 }
 
-#[test]
-fn a_busy_port_is_a_start_up_failure_within_a_second() {
-    let dir = TestDir::new();
-    let origin = Origin::start();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let busy = taken.local_addr().unwrap();
-    dir.write(
-        "keygate.yaml",
-        &config(origin.addr).replace("{listen}", &busy.to_string()),
-    );
+/// Run `keygate run` on `cfg` (expecting it to exit), returning its exit code and stderr.
+fn run_to_exit(dir: &TestDir, cfg: &GatewayConfig) -> (Option<i32>, String, Duration) {
+    dir.write("keygate.yaml", &cfg.yaml());
     dir.write("keys.yaml", &keys().yaml);
     let started = Instant::now();
     let out = keygate()
@@ -82,13 +74,18 @@ fn a_busy_port_is_a_start_up_failure_within_a_second() {
         .env("KEYGATE_SHARED_SECRET", SECRET)
         .output()
         .unwrap();
-    let (_, err) = texts(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        started.elapsed()
-    );
+    (out.status.code(), texts(&out).1, started.elapsed())
+}
+
+#[test]
+fn a_busy_port_is_a_start_up_failure_within_a_second() {
+    let dir = TestDir::new();
+    let origin = Origin::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let (code, err, took) = run_to_exit(&dir, &GatewayConfig::new(origin.addr).listen(busy));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
     assert!(
         err.contains(&busy.to_string()) && err.contains("server.listen[0]"),
         "{err}"
@@ -98,21 +95,19 @@ fn a_busy_port_is_a_start_up_failure_within_a_second() {
         "claimed readiness: {err}"
     );
     // The metrics listener too.
-    let cfg = config(origin.addr).replace(
-        "metrics_listen: \"\"",
-        &format!("metrics_listen: \"{busy}\""),
-    );
-    let listen = format!("127.0.0.1:{}", free_port());
-    dir.write("keygate.yaml", &cfg.replace("{listen}", &listen));
-    let out = keygate()
-        .args(["run", "--config"])
-        .arg(dir.path("keygate.yaml"))
-        .env("KEYGATE_SHARED_SECRET", SECRET)
-        .output()
-        .unwrap();
-    let (_, err) = texts(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let cfg = GatewayConfig::new(origin.addr)
+        .listen(free_addr())
+        .metrics(busy);
+    let (code, err, _) = run_to_exit(&dir, &cfg);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("server.metrics_listen"), "{err}");
+    // An address this machine does not have.
+    let (code, err, _) = run_to_exit(
+        &dir,
+        &GatewayConfig::new(origin.addr).listen("192.0.2.1:80".parse().unwrap()),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("192.0.2.1:80"), "{err}");
 }
 
 #[test]
@@ -120,7 +115,7 @@ fn readiness_reloads_and_stopping_reach_the_service_manager() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    let (gw, notify) = start_notified(&dir, &config(origin.addr), &k.yaml, &[]);
+    let (gw, notify) = start_notified(&dir, &GatewayConfig::new(origin.addr), &k.yaml, &[]);
     let ready = notify.until("READY=1");
     assert!(
         ready.contains("STATUS=serving: 4 routes, 1 upstream, 3 consumers"),
@@ -169,26 +164,20 @@ fn reload_wait_reports_the_running_keygates_result() {
     let k = keys();
     let status = dir.path("status");
     let status_arg = status.to_str().unwrap().to_string();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = free_addr();
     let config_path = dir.write(
         "keygate.yaml",
-        &config(origin.addr).replace("{listen}", &addr.to_string()),
+        &GatewayConfig::new(origin.addr).listen(addr).yaml(),
     );
     dir.write("keys.yaml", &k.yaml);
-    let gw = {
-        // `run --status-file` is how a manual start opts in; systemd sets RUNTIME_DIRECTORY.
-        let stderr = dir.path("keygate.stderr");
-        let child = keygate()
-            .args(["run", "--status-file", &status_arg, "--config"])
-            .arg(&config_path)
-            .env("KEYGATE_SHARED_SECRET", SECRET)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        Gateway::adopt(child, addr, stderr)
-    };
-    gw.wait_log("ready to reload the configuration on SIGHUP", 1);
+    // `run --status-file` is how a manual start opts in; systemd sets RUNTIME_DIRECTORY.
+    let gw = Gateway::spawn_with(
+        &dir,
+        config_path.clone(),
+        addr,
+        &["--status-file", &status_arg],
+        &[("KEYGATE_SHARED_SECRET", SECRET)],
+    );
     let pid = gw.pid().to_string();
     let reload = |extra: &[&str]| {
         keygate()

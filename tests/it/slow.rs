@@ -15,18 +15,23 @@ struct Setup {
     metrics: SocketAddr,
 }
 
-fn setup(origin: Origin, server_extra: &str) -> Setup {
+/// The config for slow-client tests: a patient origin read timeout (10 s), metrics on
+/// `metrics`.
+fn slow_config(origin: SocketAddr, metrics: SocketAddr) -> GatewayConfig {
+    GatewayConfig::new(origin)
+        .read_timeout_ms(10_000)
+        .metrics(metrics)
+}
+
+/// A gateway in front of `origin` on [`slow_config`] plus the `server` settings.
+fn setup(origin: Origin, server: &[&str]) -> Setup {
     let dir = TestDir::new();
     let keys = keys();
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cfg = config(origin.addr)
-        .replace("read_timeout_ms: 1500", "read_timeout_ms: 10000")
-        .replace("  threads: 1\n", &format!("  threads: 1\n{server_extra}"))
-        .replace(
-            "metrics_listen: \"\"",
-            &format!("metrics_listen: \"{metrics}\""),
-        );
-    let mut gw = Gateway::start(&dir, &cfg, &keys.yaml);
+    let metrics = free_addr();
+    let cfg = server
+        .iter()
+        .fold(slow_config(origin.addr, metrics), |c, s| c.server(s));
+    let mut gw = Gateway::start(&dir, &cfg.yaml(), &keys.yaml);
     gw.wait_ready(metrics);
     Setup {
         _dir: dir,
@@ -51,7 +56,10 @@ fn trickle(c: &mut Client, bytes: &[u8], gap: Duration) {
 fn a_trickled_request_head_gets_408_within_the_deadline() {
     let s = setup(
         Origin::start(),
-        "  client_header_timeout_seconds: 2\n  keepalive_timeout_seconds: 60\n",
+        &[
+            "client_header_timeout_seconds: 2",
+            "keepalive_timeout_seconds: 60",
+        ],
     );
     let mut c = Client::connect(s.gw.addr);
     let started = Instant::now();
@@ -102,7 +110,7 @@ fn a_trickled_request_head_gets_408_within_the_deadline() {
 
 #[test]
 fn a_silent_connection_is_closed_without_a_response() {
-    let s = setup(Origin::start(), "  client_header_timeout_seconds: 1\n");
+    let s = setup(Origin::start(), &["client_header_timeout_seconds: 1"]);
     let mut raw = std::net::TcpStream::connect(s.gw.addr).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let started = Instant::now();
@@ -119,17 +127,14 @@ fn a_silent_connection_is_closed_without_a_response() {
 
 #[test]
 fn the_deadline_applies_to_every_request_on_a_connection_and_reloads_live() {
-    let s = setup(Origin::start(), "  client_header_timeout_seconds: 30\n");
+    let s = setup(Origin::start(), &["client_header_timeout_seconds: 30"]);
     let good = s.keys.plain["good"].clone();
     // Lower the deadline by reload; the connection opened afterwards uses it for its
     // second request.
-    let cfg = std::fs::read_to_string(s._dir.path("keygate.yaml"))
-        .unwrap()
-        .replace(
-            "client_header_timeout_seconds: 30",
-            "client_header_timeout_seconds: 2",
-        );
-    s._dir.write("keygate.yaml", &cfg);
+    let cfg = slow_config(s.origin.addr, s.metrics)
+        .server("client_header_timeout_seconds: 2")
+        .listen(s.gw.addr);
+    s._dir.write("keygate.yaml", &cfg.yaml());
     s.gw.sighup();
     s.gw.wait_log("configuration reloaded", 1);
     let mut c = Client::connect(s.gw.addr);
@@ -151,7 +156,10 @@ fn the_deadline_applies_to_every_request_on_a_connection_and_reloads_live() {
 fn a_trickled_body_is_cut_with_408() {
     let s = setup(
         Origin::start(),
-        "  client_body_timeout_seconds: 2\n  client_body_min_rate_bytes_per_second: 500\n",
+        &[
+            "client_body_timeout_seconds: 2",
+            "client_body_min_rate_bytes_per_second: 500",
+        ],
     );
     let good = s.keys.plain["good"].clone();
     let mut c = Client::connect(s.gw.addr);
@@ -196,7 +204,10 @@ fn time_an_origin_makes_keygate_wait_is_not_held_against_the_client() {
     // (1 s + 0.4 s < 3 s); keygate counts only the time it waits on the client.
     let s = setup(
         Origin::start_with(None, OriginMode::SlowReadMs(3000)),
-        "  client_body_timeout_seconds: 1\n  client_body_min_rate_bytes_per_second: 10000000\n",
+        &[
+            "client_body_timeout_seconds: 1",
+            "client_body_min_rate_bytes_per_second: 10000000",
+        ],
     );
     let good = s.keys.plain["good"].clone();
     let body = vec![b'x'; 4 << 20];

@@ -7,7 +7,7 @@ use crate::harness::*;
 #[test]
 fn origin_down_is_502_problem() {
     let dir = TestDir::new();
-    let dead = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead = free_addr();
     let k = keys();
     let gw = Gateway::start(&dir, &config(dead), &k.yaml);
     let r = get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]);
@@ -56,7 +56,9 @@ fn tls_origin_with_private_ca() {
     let origin = Origin::start_with(Some(&pki), OriginMode::Normal);
     dir.write("origin-ca.pem", &pki.ca_pem);
     let k = keys();
-    let cfg = tls_origin_config(origin.addr, "origin-ca.pem");
+    let cfg = GatewayConfig::new(origin.addr)
+        .upstream("tls: true, sni: localhost, ca_file: origin-ca.pem")
+        .yaml();
     let gw = Gateway::start(&dir, &cfg, &k.yaml);
     let r = get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]);
     assert_eq!(r.status(), 200, "{}\n{}", r.text(), gw.log());
@@ -71,7 +73,9 @@ fn tls_origin_with_unknown_ca_is_refused() {
     let origin = Origin::start_with(Some(&pki), OriginMode::Normal);
     dir.write("wrong-ca.pem", &other.ca_pem);
     let k = keys();
-    let cfg = tls_origin_config(origin.addr, "wrong-ca.pem");
+    let cfg = GatewayConfig::new(origin.addr)
+        .upstream("tls: true, sni: localhost, ca_file: wrong-ca.pem")
+        .yaml();
     let gw = Gateway::start(&dir, &cfg, &k.yaml);
     let r = get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]);
     assert_eq!(r.status(), 502, "{}", r.text());
@@ -90,13 +94,13 @@ fn tls_listener_serves_clients() {
     dir.write("key.pem", &pki.key_pem);
     let origin = Origin::start();
     let k = keys();
-    let tls_port = free_port();
-    let cfg = config(origin.addr).replace(
-        "  threads: 1\n",
-        &format!("  threads: 1\n  tls_listen:\n    - {{ address: \"127.0.0.1:{tls_port}\", cert: cert.pem, key: key.pem }}\n"),
-    );
+    let tls_addr = free_addr();
+    let cfg = GatewayConfig::new(origin.addr)
+        .server(&format!(
+            "tls_listen:\n  - {{ address: \"{tls_addr}\", cert: cert.pem, key: key.pem }}"
+        ))
+        .yaml();
     let mut gw = Gateway::start(&dir, &cfg, &k.yaml);
-    let tls_addr = format!("127.0.0.1:{tls_port}").parse().unwrap();
     gw.wait_ready(tls_addr);
     let mut c = Client::connect_tls(tls_addr, &pki.ca_der, "localhost");
     let r = c.get("/v1", &[("x-api-key", &k.plain["good"])]);
@@ -110,18 +114,15 @@ fn tls_listener_serves_clients() {
 }
 
 /// Start keygate in front of a TLS origin serving `pki`, trusting `ca_pem` (written to
-/// `trust.pem`), with `extra` upstream settings (e.g. `sni: localhost`).
+/// `trust.pem`), with `extra` upstream settings (e.g. `sni: localhost`, or none).
 fn tls_gateway(dir: &TestDir, pki: &Pki, ca_pem: &str, extra: &str) -> (Origin, Gateway, Keys) {
     let origin = Origin::start_with(Some(pki), OriginMode::Normal);
     dir.write("trust.pem", ca_pem);
     let k = keys();
-    let cfg = config(origin.addr).replace(
-        &format!("address: \"{}\",", origin.addr),
-        &format!(
-            "address: \"{}\", tls: true, ca_file: trust.pem, {extra}",
-            origin.addr
-        ),
-    );
+    let cfg = GatewayConfig::new(origin.addr)
+        .upstream("tls: true, ca_file: trust.pem")
+        .upstream(extra)
+        .yaml();
     let gw = Gateway::start(dir, &cfg, &k.yaml);
     (origin, gw, k)
 }
@@ -146,7 +147,7 @@ fn tls_origin_with_an_openssl_req_x509_certificate() {
     let key = std::fs::read_to_string(dir.path("origin.key")).unwrap();
     let pki = Pki::from_pem(&cert, &key);
     // By name, as the configuration does.
-    let (origin, gw, k) = tls_gateway(&dir, &pki, &cert, "sni: localhost,");
+    let (origin, gw, k) = tls_gateway(&dir, &pki, &cert, "sni: localhost");
     let r = get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]);
     assert_eq!(r.status(), 200, "{}\n{}", r.text(), gw.log());
     assert_eq!(origin.last().all("x-shared-secret"), [SECRET]);
@@ -168,7 +169,7 @@ fn tls_origin_certificates_that_must_fail() {
             "wrong name",
             Pki::self_signed(&["other.test"], (2020, 2099)),
             None,
-            "sni: localhost,",
+            "sni: localhost",
             "hostname mismatch",
         ),
         (
@@ -182,21 +183,21 @@ fn tls_origin_certificates_that_must_fail() {
             "expired",
             Pki::self_signed(&["localhost"], (2020, 2021)),
             None,
-            "sni: localhost,",
+            "sni: localhost",
             "expired",
         ),
         (
             "not yet valid",
             Pki::self_signed(&["localhost"], (2090, 2099)),
             None,
-            "sni: localhost,",
+            "sni: localhost",
             "not yet valid",
         ),
         (
             "untrusted",
             Pki::self_signed(&["localhost"], (2020, 2099)),
             Some(Pki::self_signed(&["localhost"], (2020, 2099)).ca_pem),
-            "sni: localhost,",
+            "sni: localhost",
             "self-signed certificate",
         ),
     ];
@@ -227,7 +228,7 @@ fn tls_origin_certificates_that_must_fail() {
 fn tls_trust_change_on_reload_applies_to_pooled_connections() {
     let dir = TestDir::new();
     let pki = Pki::new();
-    let (origin, gw, k) = tls_gateway(&dir, &pki, &pki.ca_pem, "sni: localhost,");
+    let (origin, gw, k) = tls_gateway(&dir, &pki, &pki.ca_pem, "sni: localhost");
     let mut c = Client::connect(gw.addr);
     assert_eq!(
         c.get("/v1", &[("x-api-key", &k.plain["good"])]).status(),
