@@ -104,6 +104,12 @@ pub enum Command {
     },
     /// Read a key on stdin and print its SHA-256 digest in hex.
     Hash,
+    /// Print the keygate(1) man page or shell completions (for packagers).
+    Generate {
+        /// What to print.
+        #[command(subcommand)]
+        what: Generated,
+    },
     /// Start a demo: keygate in front of a built-in origin, with a fresh key and secret.
     Demo {
         /// Where the demo gateway listens.
@@ -112,9 +118,37 @@ pub enum Command {
     },
 }
 
+/// What `keygate generate` prints.
+#[derive(Debug, Subcommand)]
+pub enum Generated {
+    /// The keygate(1) man page, in roff.
+    Man,
+    /// Completions for a shell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Print `what` (a man page or completions, generated from these very definitions).
+///
+/// # Errors
+/// An I/O error writing to `out`.
+pub fn generate(what: &Generated, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match what {
+        Generated::Man => clap_mangen::Man::new(cmd).render(out),
+        Generated::Completions { shell } => {
+            let mut cmd = cmd;
+            clap_complete::generate(*shell, &mut cmd, "keygate", out);
+            Ok(())
+        }
+    }
+}
+
 impl Cli {
     /// The command to run: `run` when none was named, `check` with `-t`.
-    pub fn command(self) -> Command {
+    pub fn into_command(self) -> Command {
         let top = ConfigArg {
             config: self.config,
         };
@@ -387,7 +421,7 @@ mod tests {
     }
 
     fn command(args: &[&str]) -> Command {
-        Cli::try_parse_from(args).unwrap().command()
+        Cli::try_parse_from(args).unwrap().into_command()
     }
 
     fn config_of(c: &Command) -> PathBuf {
@@ -424,6 +458,33 @@ mod tests {
         // Commands that read no configuration do not offer the option.
         assert!(Cli::try_parse_from(["keygate", "keygen", "--consumer", "a", "-c", "x"]).is_err());
         assert!(Cli::try_parse_from(["keygate", "hash", "--config", "x"]).is_err());
+    }
+
+    #[test]
+    fn man_page_and_completions_come_from_the_definitions() {
+        let mut man = Vec::new();
+        generate(&Generated::Man, &mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(
+            man.starts_with(".ie") || man.contains(".TH keygate"),
+            "{man}"
+        );
+        for sub in ["run", "check", "reload", "keygen", "hash", "demo"] {
+            assert!(man.contains(sub), "man page lacks {sub}");
+        }
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            generate(&Generated::Completions { shell }, &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains("reload") && text.contains("secret-file"),
+                "{shell:?}"
+            );
+        }
     }
 
     #[test]

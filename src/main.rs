@@ -27,7 +27,7 @@ const EX_USAGE: u8 = 64;
 fn main() -> ExitCode {
     sys::openssl_uses_mimalloc();
     keygate::tls::set_connection_tuning(sys::tune_upstream_tls);
-    let command = Cli::parse().command();
+    let command = Cli::parse().into_command();
     logging::init();
     match command {
         Command::Run {
@@ -90,6 +90,10 @@ fn main() -> ExitCode {
                 .context("cannot read the key from standard input"),
         ),
         Command::Demo { listen } => report(demo::run(&listen).map_err(anyhow::Error::from)),
+        Command::Generate { what } => report(
+            cli::generate(&what, &mut std::io::stdout().lock())
+                .context("cannot write to standard output"),
+        ),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Where a secret comes from: an environment variable or a file, exactly one.
 //!
 //! Every secret keygate reads uses this one type (the shared secret now; an
-//! admin token and a Redis password later), written as `{ env: NAME }` or
-//! `{ file: PATH }`. The shared secret keeps its historical shape, with the
+//! admin token and a Redis password later), written as `{ env: NAME }`,
+//! `{ file: PATH }` or `{ credential: NAME }` (a systemd credential, from the
+//! unit's `LoadCredential=NAME:…`). The shared secret keeps its historical shape, with the
 //! source fields beside `header` (`secret: { header: x-shared-secret, env: X }`);
 //! `#[serde(flatten)]` cannot be combined with `deny_unknown_fields`, so both
 //! shapes are read by one hand-written map visitor that refuses unknown fields
@@ -22,6 +23,9 @@ pub enum SecretSource {
     /// A file holding the secret (one trailing newline trimmed); relative paths
     /// resolve against the configuration file's folder.
     File(PathBuf),
+    /// A systemd credential: the file `NAME` in `$CREDENTIALS_DIRECTORY`, which systemd
+    /// sets for a unit with `LoadCredential=NAME:PATH` (readable by the service alone).
+    Credential(String),
 }
 
 impl fmt::Display for SecretSource {
@@ -29,9 +33,13 @@ impl fmt::Display for SecretSource {
         match self {
             SecretSource::Env(v) => write!(f, "environment variable {v}"),
             SecretSource::File(p) => write!(f, "file {}", p.display()),
+            SecretSource::Credential(n) => write!(f, "systemd credential {n}"),
         }
     }
 }
+
+/// The error for zero or several sources.
+const EXACTLY_ONE: &str = "set exactly one of `env`, `file` and `credential`";
 
 /// Extra string fields found beside a source, by name.
 type Extra = Vec<(&'static str, String)>;
@@ -48,6 +56,7 @@ fn visit_source<'de, A: MapAccess<'de>>(
         let next = match key.as_str() {
             "env" => SecretSource::Env(map.next_value()?),
             "file" => SecretSource::File(map.next_value()?),
+            "credential" => SecretSource::Credential(map.next_value()?),
             other => match extra.iter().find(|e| **e == other) {
                 Some(name) => {
                     if found.iter().any(|(n, _)| n == name) {
@@ -60,10 +69,10 @@ fn visit_source<'de, A: MapAccess<'de>>(
             },
         };
         if source.replace(next).is_some() {
-            return Err(de::Error::custom("set exactly one of `env` and `file`"));
+            return Err(de::Error::custom(EXACTLY_ONE));
         }
     }
-    let source = source.ok_or_else(|| de::Error::custom("set exactly one of `env` and `file`"))?;
+    let source = source.ok_or_else(|| de::Error::custom(EXACTLY_ONE))?;
     Ok((source, found))
 }
 
@@ -73,10 +82,10 @@ impl<'de> Deserialize<'de> for SecretSource {
         impl<'de> Visitor<'de> for V {
             type Value = SecretSource;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`{ env: NAME }` or `{ file: PATH }`")
+                f.write_str("`{ env: NAME }`, `{ file: PATH }` or `{ credential: NAME }`")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretSource, A::Error> {
-                visit_source(map, &[], &["env", "file"]).map(|(s, _)| s)
+                visit_source(map, &[], &["env", "file", "credential"]).map(|(s, _)| s)
             }
         }
         d.deserialize_map(V)
@@ -98,10 +107,11 @@ impl<'de> Deserialize<'de> for SecretConfig {
         impl<'de> Visitor<'de> for V {
             type Value = SecretConfig;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`{ header: NAME, env: NAME }` or `{ header: NAME, file: PATH }`")
+                f.write_str("`{ header: NAME, env: NAME | file: PATH | credential: NAME }`")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretConfig, A::Error> {
-                let (source, extra) = visit_source(map, &["header"], &["header", "env", "file"])?;
+                let (source, extra) =
+                    visit_source(map, &["header"], &["header", "env", "file", "credential"])?;
                 let header = extra
                     .into_iter()
                     .find(|(n, _)| *n == "header")
@@ -137,9 +147,21 @@ mod tests {
                 source: SecretSource::File("/run/s".into())
             }
         );
-        for bad in ["{ env: X, file: Y }", "{ header: x }", "{}"] {
+        assert_eq!(
+            secret("{ credential: shared-secret }").unwrap().source,
+            SecretSource::Credential("shared-secret".into())
+        );
+        for bad in [
+            "{ env: X, file: Y }",
+            "{ credential: a, env: X }",
+            "{ header: x }",
+            "{}",
+        ] {
             let e = secret(bad).unwrap_err();
-            assert!(e.contains("exactly one of `env` and `file`"), "{bad}: {e}");
+            assert!(
+                e.contains("exactly one of `env`, `file` and `credential`"),
+                "{bad}: {e}"
+            );
         }
         let e = secret("{ env: X, enf: Y }").unwrap_err();
         assert!(e.contains("unknown field `enf`"), "{e}");

@@ -109,12 +109,31 @@ pub fn read_secret(
                 format!("environment variable {var} is not set; keygate never proxies without the shared secret"),
             )),
         },
+        SecretSource::Credential(name) => {
+            let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                return Err(ConfigError::one(
+                    config_path,
+                    format!("{field}.credential"),
+                    format!("$CREDENTIALS_DIRECTORY is not set: the systemd credential `{name}` exists only inside the unit (LoadCredential={name}:...); outside it, check with `keygate check --secret-file FILE`"),
+                ));
+            };
+            read_secret_file(&Path::new(&dir).join(name), config_path, &format!("{field}.credential"))
+        }
         SecretSource::File(file) => {
-            let path = resolve_relative(config_path, file);
+            read_secret_file(&resolve_relative(config_path, file), config_path, &format!("{field}.file"))
+        }
+    }
+}
+
+/// Read a secret from the file at `path`; `field` names the source in errors.
+fn read_secret_file(path: &Path, config_path: &Path, field: &str) -> Result<String, ConfigError> {
+    {
+        {
+            let path = path.to_path_buf();
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 ConfigError::one(
                     config_path,
-                    format!("{field}.file"),
+                    field,
                     format!("cannot read secret file {}: {e}", path.display()),
                 )
             })?;
@@ -123,7 +142,7 @@ pub fn read_secret(
             if v.is_empty() {
                 return Err(ConfigError::one(
                     config_path,
-                    format!("{field}.file"),
+                    field,
                     format!(
                         "secret file {} is empty; keygate never proxies without the shared secret",
                         path.display()

@@ -217,43 +217,55 @@ fn demo_answers_200_with_the_key_and_401_without() {
 }
 
 #[test]
-fn shipped_example_config_checks_ok() {
+fn shipped_configs_check_ok_inside_and_outside_the_unit() {
+    let dir = TestDir::new();
+    let secret = dir.write("shared-secret", &format!("{SECRET}\n"));
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/keygate.yaml");
-    let out = keygate_with_config(&["check"], std::path::Path::new(cfg));
+    // Outside the unit: the credential does not exist, and the error says what to do.
+    let out = keygate().args(["check", "--config", cfg]).output().unwrap();
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("secret.credential") && stderr.contains("--secret-file"),
+        "{stderr}"
+    );
+    // ...and `--secret-file` checks it.
+    let out = keygate()
+        .args(["check", "--config", cfg, "--secret-file"])
+        .arg(&secret)
+        .output()
+        .unwrap();
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
         stdout.contains("ok: 1 route, 1 upstream, 1 consumer,"),
         "{stdout}"
     );
-}
-
-#[test]
-fn systemd_unit_passes_systemd_analyze_verify() {
-    let dir = TestDir::new();
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/keygate.service"
-    ))
-    .unwrap();
-    assert!(
-        unit.contains("ExecStart=/usr/local/bin/keygate run --config /etc/keygate/keygate.yaml")
-    );
-    assert!(unit.contains("ExecStartPre=/usr/local/bin/keygate check"));
-    assert!(unit.contains("LoadCredential=shared-secret:"));
-    // verify checks that executables exist: point it at the binary under test.
-    let path = dir.write(
-        "keygate.service",
-        &unit.replace("/usr/local/bin/keygate", keygate_bin()),
-    );
-    let out = std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
+    // Inside the unit, systemd sets CREDENTIALS_DIRECTORY.
+    let out = keygate()
+        .args(["check", "--config", cfg])
+        .env("CREDENTIALS_DIRECTORY", &dir.0)
         .output()
-        .expect("systemd-analyze (Debian package systemd) is installed");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "systemd-analyze verify: {stderr}"
+        .unwrap();
+    assert!(out.status.success(), "{}", texts(&out).1);
+    // The production keys file the package installs: valid, no consumer.
+    dir.write(
+        "keygate.yaml",
+        &std::fs::read_to_string(cfg).unwrap().replace(
+            "keys_file: keys.yaml",
+            &format!(
+                "keys_file: {}/packaging/keys.yaml",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        ),
     );
+    let out = keygate()
+        .args(["check", "--config"])
+        .arg(dir.path("keygate.yaml"))
+        .env("CREDENTIALS_DIRECTORY", &dir.0)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("0 consumers"), "{stdout}");
 }

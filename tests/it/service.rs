@@ -232,3 +232,83 @@ fn reload_wait_reports_the_running_keygates_result() {
         200
     );
 }
+
+/// The shipped unit, with its executable pointed at the binary under test.
+fn unit_under_test(dir: &TestDir) -> (String, std::path::PathBuf) {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/keygate.service"
+    ))
+    .unwrap();
+    let path = dir.write(
+        "keygate.service",
+        &unit.replace("/usr/bin/keygate", keygate_bin()),
+    );
+    (unit, path)
+}
+
+#[test]
+fn the_unit_is_notify_type_with_a_waiting_reload_and_passes_verify() {
+    let dir = TestDir::new();
+    let (unit, path) = unit_under_test(&dir);
+    for line in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecStartPre=/usr/bin/keygate check --config /etc/keygate/keygate.yaml",
+        "ExecStart=/usr/bin/keygate run --config /etc/keygate/keygate.yaml",
+        "ExecReload=/usr/bin/keygate reload --wait --config /etc/keygate/keygate.yaml",
+        "RuntimeDirectory=keygate",
+        "LogsDirectory=keygate",
+        "LoadCredential=shared-secret:/etc/keygate/shared-secret",
+        "DynamicUser=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks {line:?}");
+    }
+    assert!(
+        !unit.contains("kill -HUP"),
+        "reload must wait for keygate's verdict"
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
+
+/// The exposure score the README states; a change that weakens the hardening fails here.
+const MAX_EXPOSURE: f64 = 2.0;
+
+#[test]
+fn the_unit_scores_as_documented_in_systemd_analyze_security() {
+    let dir = TestDir::new();
+    let (_, path) = unit_under_test(&dir);
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for keygate.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(
+        score <= MAX_EXPOSURE,
+        "exposure {score} > {MAX_EXPOSURE}:\n{text}"
+    );
+    let readme = include_str!("../../README.md");
+    assert!(
+        readme.contains(&format!("exposure level {score}")),
+        "README does not state the exposure level {score}"
+    );
+}
