@@ -12,7 +12,7 @@ fail() { echo "check-deb: $*" >&2; exit 1; }
 dpkg-deb -x "$deb" "$root"
 dpkg-deb -e "$deb" "$control"
 
-for f in usr/bin/keygate lib/systemd/system/keygate.service etc/keygate/keygate.yaml \
+for f in usr/bin/keygate usr/lib/systemd/system/keygate.service etc/keygate/keygate.yaml \
          etc/keygate/keys.yaml usr/share/man/man1/keygate.1.gz \
          usr/share/bash-completion/completions/keygate usr/share/zsh/vendor-completions/_keygate \
          usr/share/fish/vendor_completions.d/keygate.fish usr/share/doc/keygate/README.md \
@@ -39,7 +39,7 @@ zcat "$root/usr/share/man/man1/keygate.1.gz" | grep -q '^\.TH keygate' || fail "
 zcat "$root/usr/share/man/man1/keygate.1.gz" | grep -q 'reload' || fail "man page lacks the reload command"
 grep -q 'keygate' "$root/usr/share/bash-completion/completions/keygate" || fail "bash completion is empty"
 
-unit="$root/lib/systemd/system/keygate.service"
+unit="$root/usr/lib/systemd/system/keygate.service"
 grep -qx 'ExecStart=/usr/bin/keygate run --config /etc/keygate/keygate.yaml' "$unit" || fail "unit ExecStart"
 sed "s#/usr/bin/keygate#$root/usr/bin/keygate#g" "$unit" > "$control/keygate.service"
 systemd-analyze verify "$control/keygate.service" || fail "systemd-analyze verify failed"
