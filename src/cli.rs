@@ -14,8 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::apikey;
 use crate::config::{ConfigError, SecretSource};
 use crate::service::StatusFile;
-use crate::state::{self, valid_id};
-use crate::timestamp;
+use crate::state;
 
 /// Default configuration path.
 pub const DEFAULT_CONFIG: &str = "/etc/keygate/keygate.yaml";
@@ -101,6 +100,10 @@ pub enum Command {
         /// Optional expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
         #[arg(long)]
         expires_at: Option<String>,
+        /// Add the new consumer with this key to this YAML keys file (atomically, keeping
+        /// comments); for an existing consumer or a JSON file, print what to add instead.
+        #[arg(long, value_name = "KEYS_FILE")]
+        append: Option<PathBuf>,
     },
     /// Read a key on stdin and print its SHA-256 digest in hex.
     Hash,
@@ -303,64 +306,6 @@ pub fn reload(
     }
 }
 
-/// Errors from `keygen`.
-#[derive(Debug, thiserror::Error)]
-pub enum KeygenError {
-    /// The consumer or key id has characters outside `[A-Za-z0-9._-]`.
-    #[error("{0} may contain only A-Z a-z 0-9 . _ - (at most 128 characters)")]
-    BadId(&'static str),
-    /// The expiry is not RFC 3339.
-    #[error("--expires-at `{0}` is not an RFC 3339 date-time such as 2027-01-01T00:00:00Z")]
-    BadExpiry(String),
-    /// The OS random number generator failed.
-    #[error("the OS random number generator failed: {0}")]
-    Random(getrandom::Error),
-}
-
-/// A freshly generated key and the text to print for it.
-pub struct Keygen {
-    /// The key (shown once).
-    pub key: String,
-    /// Its id.
-    pub key_id: String,
-    /// What to print: the key and a ready-to-paste keys.yaml entry.
-    pub text: String,
-}
-
-/// Generate a key for `consumer`.
-pub fn keygen(
-    consumer: &str,
-    key_id: Option<&str>,
-    expires_at: Option<&str>,
-) -> Result<Keygen, KeygenError> {
-    if !valid_id(consumer) {
-        return Err(KeygenError::BadId("--consumer"));
-    }
-    if let Some(t) = expires_at {
-        if timestamp::parse_rfc3339(t).is_none() {
-            return Err(KeygenError::BadExpiry(t.to_string()));
-        }
-    }
-    let key_id = match key_id {
-        Some(id) if valid_id(id) => id.to_string(),
-        Some(_) => return Err(KeygenError::BadId("--key-id")),
-        None => {
-            let day = timestamp::format_rfc3339(timestamp::now_unix());
-            let suffix = apikey::random_base62(4).map_err(KeygenError::Random)?;
-            format!("{consumer}-{}-{suffix}", day[..10].replace('-', ""))
-        }
-    };
-    let key = apikey::generate().map_err(KeygenError::Random)?;
-    let digest = hex::encode(apikey::digest(key.as_bytes()));
-    let mut text = format!(
-        "# New API key for consumer `{consumer}`. It is shown only this once: hand it to the client now.\n{key}\n\n# Add this entry under the consumer `{consumer}` in keys.yaml, then reload keygate:\n      - id: {key_id}\n        sha256: \"{digest}\"\n"
-    );
-    if let Some(t) = expires_at {
-        text.push_str(&format!("        expires_at: {t}\n"));
-    }
-    Ok(Keygen { key, key_id, text })
-}
-
 /// Read a key from `input` (surrounding whitespace trimmed) and return its hex digest.
 pub fn hash(mut input: impl Read) -> std::io::Result<String> {
     let mut buf = Vec::new();
@@ -378,38 +323,6 @@ pub fn hash(mut input: impl Read) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keygen_entry_round_trips_through_hash() {
-        let k = keygen("acme", Some("acme-1"), Some("2030-01-01T00:00:00Z")).unwrap();
-        let digest = hash(format!("{}\n", k.key).as_bytes()).unwrap();
-        assert!(
-            k.text.contains(&format!("sha256: \"{digest}\"")),
-            "{}",
-            k.text
-        );
-        assert!(k.text.contains("- id: acme-1"));
-        assert!(k.text.contains("expires_at: 2030-01-01T00:00:00Z"));
-        // The printed entry parses as a keys file.
-        let yaml = format!(
-            "consumers:\n  - id: acme\n    keys:\n{}",
-            k.text
-                .split("keys.yaml, then reload keygate:\n")
-                .nth(1)
-                .unwrap()
-        );
-        let parsed = crate::config::KeysFile::from_yaml(&yaml, Path::new("k")).unwrap();
-        assert_eq!(parsed.consumers[0].keys[0].sha256, digest);
-    }
-
-    #[test]
-    fn keygen_defaults_and_errors() {
-        let k = keygen("acme", None, None).unwrap();
-        assert!(k.key_id.starts_with("acme-20"), "{}", k.key_id);
-        assert!(keygen("bad id", None, None).is_err());
-        assert!(keygen("a", Some("x y"), None).is_err());
-        assert!(keygen("a", None, Some("soon")).is_err());
-    }
 
     #[test]
     fn hash_trims_and_rejects_empty() {

@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("service", 5),
     ("server", 7),
     ("cli", 8),
+    ("keygen", 8),
     ("demo", 8),
     ("fixture", 9),
     ("fuzz", 10),

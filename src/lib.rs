@@ -17,7 +17,7 @@
 //! connection  conn                    (request-head deadline, body-rate floor)
 //! serving     proxy  telemetry        (Pingora phases; /metrics + /healthz)
 //! operating   reload → server         (SIGHUP; wiring a Pingora server)
-//! front       cli  origin → demo      (the command line, the demo)
+//! front       cli keygen  origin → demo  (the command line, new keys, the demo)
 //! ```
 //!
 //! - [`apikey`]: the key format, checksum and digests;
@@ -41,7 +41,7 @@
 //! - [`telemetry`]: the `/metrics` and `/healthz` listener;
 //! - [`reload`]: SIGHUP reload;
 //! - [`server`]: wiring into a Pingora server;
-//! - [`cli`], [`origin`], [`demo`]: the command line and the demo;
+//! - [`cli`], [`keygen`], [`origin`], [`demo`]: the command line, new keys, the demo;
 //! - `fixture`, `fuzz`: shared test fixtures and fuzzing entry points (hidden).
 
 #![forbid(unsafe_code)]
@@ -61,6 +61,7 @@ pub mod forwarded;
 pub mod fuzz;
 pub mod headers;
 pub mod host;
+pub mod keygen;
 pub mod keystore;
 pub mod limiter;
 pub mod logging;

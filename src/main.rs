@@ -79,11 +79,13 @@ fn main() -> ExitCode {
             consumer,
             key_id,
             expires_at,
-        } => report(
-            cli::keygen(&consumer, key_id.as_deref(), expires_at.as_deref())
-                .map(|k| print!("{}", k.text))
-                .map_err(anyhow::Error::from),
-        ),
+            append,
+        } => report(keygen(
+            &consumer,
+            key_id.as_deref(),
+            expires_at.as_deref(),
+            append.as_deref(),
+        )),
         Command::Hash => report(
             cli::hash(std::io::stdin().lock())
                 .map(|d| println!("{d}"))
@@ -149,6 +151,49 @@ fn run(config: &Path, status_file: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `keygate keygen`: print the key once, and add it to a keys file when asked.
+fn keygen(
+    consumer: &str,
+    key_id: Option<&str>,
+    expires_at: Option<&str>,
+    append: Option<&Path>,
+) -> anyhow::Result<()> {
+    let req = keygate::keygen::Request {
+        consumer,
+        key_id,
+        expires_at,
+    };
+    let k = keygate::keygen::generate(&req, keygate::timestamp::now_unix())?;
+    for w in &k.warnings {
+        eprintln!("keygate: warning: {w}");
+    }
+    let Some(path) = append else {
+        print!("{}", k.text());
+        return Ok(());
+    };
+    match keygate::keygen::append(path, &k)? {
+        keygate::keygen::Appended::Added => {
+            println!(
+                "# New API key for consumer `{consumer}`. It is shown only this once: hand it to the client now.\n{}\n",
+                k.key
+            );
+            eprintln!(
+                "keygate: added consumer `{consumer}` with key `{}` to {}; reload keygate to use it",
+                k.key_id,
+                path.display()
+            );
+        }
+        keygate::keygen::Appended::Instructions(what) => {
+            println!(
+                "# New API key for consumer `{consumer}`. It is shown only this once: hand it to the client now.\n{}\n",
+                k.key
+            );
+            eprintln!("keygate: {} was not changed.\n{what}", path.display());
+        }
+    }
+    Ok(())
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {

@@ -145,7 +145,7 @@ fn keygen_output_round_trips_through_hash_and_the_gateway() {
         .to_string();
     assert_eq!(key.len(), keygate::apikey::KEY_LEN);
     let entry = out
-        .split("then reload keygate:\n")
+        .split("already exists, add this entry under its `keys:`, then reload keygate:\n")
         .nth(1)
         .expect("a YAML entry");
 
@@ -268,4 +268,71 @@ fn shipped_configs_check_ok_inside_and_outside_the_unit() {
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("0 consumers"), "{stdout}");
+}
+
+#[test]
+fn keygen_appends_a_new_consumer_that_then_authenticates() {
+    let dir = TestDir::new();
+    let keys_path = dir.write("keys.yaml", "# production keys\nconsumers: []\n");
+    let out = keygate()
+        .args([
+            "keygen",
+            "--consumer",
+            "newco",
+            "--expires-at",
+            "2020-01-01T00:00:00Z",
+            "--append",
+        ])
+        .arg(&keys_path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    // A past expiry is said, not silently accepted.
+    assert!(stderr.contains("in the past"), "{stderr}");
+    // Now a usable one.
+    let out = keygate()
+        .args([
+            "keygen",
+            "--consumer",
+            "newer",
+            "--key-id",
+            "newer-1",
+            "--append",
+        ])
+        .arg(&keys_path)
+        .output()
+        .unwrap();
+    let (stdout2, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("added consumer `newer`"), "{stderr}");
+    let key = stdout2
+        .lines()
+        .find(|l| l.starts_with("kg_"))
+        .expect("the key is printed once");
+    assert!(stdout.lines().any(|l| l.starts_with("kg_")));
+    let text = std::fs::read_to_string(&keys_path).unwrap();
+    assert!(text.starts_with("# production keys\n"), "{text}");
+    // The appended file is what the gateway loads.
+    let origin = Origin::start();
+    let gw = Gateway::start(&dir, &config(origin.addr), &text);
+    let r = get(gw.addr, "/v1", &[("x-api-key", key)]);
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(
+        origin.last().header("x-credential-identifier").as_deref(),
+        Some("newer-1")
+    );
+    // An existing consumer is not edited: the command says what to add.
+    let out = keygate()
+        .args(["keygen", "--consumer", "newer", "--append"])
+        .arg(&keys_path)
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("was not changed"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&keys_path).unwrap(), text);
 }
