@@ -120,6 +120,7 @@ fn tls_gateway(dir: &TestDir, pki: &Pki, ca_pem: &str, extra: &str) -> (Origin, 
     dir.write("trust.pem", ca_pem);
     let k = keys();
     let cfg = GatewayConfig::new(origin.addr)
+        .connect_timeout_ms(10_000)
         .upstream("tls: true, ca_file: trust.pem")
         .upstream(extra)
         .yaml();
@@ -206,7 +207,7 @@ fn tls_origin_certificates_that_must_fail() {
         let ca = trust.unwrap_or_else(|| pki.ca_pem.clone());
         let (origin, gw, k) = tls_gateway(&dir, &pki, &ca, extra);
         let r = get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]);
-        assert_eq!(r.status(), 502, "{what}: {}", r.text());
+        assert_eq!(r.status(), 502, "{what}: {}\n{}", r.text(), gw.log());
         assert!(r.text().contains("upstream_unavailable"), "{what}");
         assert_eq!(
             origin.count(),

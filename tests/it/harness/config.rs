@@ -38,6 +38,7 @@ pub struct GatewayConfig {
     secret_file: Option<String>,
     auth: Vec<String>,
     origin: SocketAddr,
+    connect_timeout_ms: u64,
     read_timeout_ms: u64,
     upstream: Vec<String>,
     upstreams: Vec<(String, String)>,
@@ -55,6 +56,7 @@ impl GatewayConfig {
             secret_file: None,
             auth: Vec::new(),
             origin,
+            connect_timeout_ms: 1000,
             read_timeout_ms: 1500,
             upstream: Vec::new(),
             upstreams: Vec::new(),
@@ -98,6 +100,13 @@ impl GatewayConfig {
     /// `"brute_force: { max_failures: 5, window_seconds: 3600 }"`.
     pub fn auth(mut self, setting: &str) -> GatewayConfig {
         self.auth.push(setting.to_string());
+        self
+    }
+
+    /// The `origin` upstream's `connect_timeout_ms` (1000 by default; TLS tests give the
+    /// handshake more on a loaded machine).
+    pub fn connect_timeout_ms(mut self, ms: u64) -> GatewayConfig {
+        self.connect_timeout_ms = ms;
         self
     }
 
@@ -157,8 +166,8 @@ impl GatewayConfig {
         lines.push("upstreams:".to_string());
         let extra: String = self.upstream.iter().map(|s| format!(", {s}")).collect();
         lines.push(format!(
-            "  origin: {{ address: \"{}\", connect_timeout_ms: 1000, read_timeout_ms: {}{extra} }}",
-            self.origin, self.read_timeout_ms
+            "  origin: {{ address: \"{}\", connect_timeout_ms: {}, read_timeout_ms: {}{extra} }}",
+            self.origin, self.connect_timeout_ms, self.read_timeout_ms
         ));
         for (name, settings) in &self.upstreams {
             lines.push(format!("  {name}: {{ {settings} }}"));
