@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Method};
 use keygate::admission::{admit, Admission};
 use keygate::auth::{self, AuthOutcome};
 use keygate::config::{ConsumerConfig, KeyConfig, KeysFile};
@@ -44,16 +44,14 @@ fn state_with(n: usize) -> State {
         .map(|c| ConsumerConfig {
             id: format!("c{c}"),
             name: Some("Bench".into()),
-            disabled: false,
-            routes: None,
             keys: (c * 10..(c * 10 + 10).min(n))
                 .map(|i| KeyConfig {
                     id: format!("k{i}"),
                     sha256: hex::encode(keygate::apikey::digest(key(i).as_bytes())),
-                    expires_at: None,
-                    disabled: false,
+                    ..KeyConfig::default()
                 })
                 .collect(),
+            ..ConsumerConfig::default()
         })
         .collect();
     fixture::build_with_keys(CONFIG, &KeysFile { consumers }).unwrap()
@@ -89,7 +87,13 @@ fn auth_decision(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("valid", n), |b| {
             b.iter(|| {
                 i = (i + 1) & 1023;
-                let o = auth::authenticate(&state, 0, black_box(&valid[i]), 1_800_000_000);
+                let o = auth::authenticate(
+                    &state,
+                    0,
+                    &Method::GET,
+                    black_box(&valid[i]),
+                    1_800_000_000,
+                );
                 debug_assert!(matches!(o, AuthOutcome::Consumer { .. }));
                 o
             })
@@ -97,7 +101,13 @@ fn auth_decision(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("invalid", n), |b| {
             b.iter(|| {
                 i = (i + 1) & 1023;
-                auth::authenticate(&state, 0, black_box(&invalid[i]), 1_800_000_000)
+                auth::authenticate(
+                    &state,
+                    0,
+                    &Method::GET,
+                    black_box(&invalid[i]),
+                    1_800_000_000,
+                )
             })
         });
     }
@@ -121,9 +131,9 @@ fn request_path(c: &mut Criterion) {
     let req = request(&key(42));
     let ip = Some("192.0.2.1".parse().unwrap());
     c.bench_function("admit/valid", |b| {
-        b.iter(|| admit(&state, black_box(&req), ip, &limiter, 1_800_000_000))
+        b.iter(|| admit(&state, black_box(&req), ip, &limiter, 1_800_000_000_000))
     });
-    let Admission::Forward(forward) = admit(&state, &req, ip, &limiter, 1_800_000_000) else {
+    let Admission::Forward(forward) = admit(&state, &req, ip, &limiter, 1_800_000_000_000) else {
         panic!("bench key rejected");
     };
     let rid = HeaderValue::from_static("0123456789abcdef0123456789abcdef");

@@ -15,7 +15,8 @@ use pingora::protocols::http::authority::{raw_target_authority, RawTargetAuthori
 use crate::auth::{self, AuthOutcome, Rejection};
 use crate::config::AuthMode;
 use crate::limiter::FailureLimiter;
-use crate::metrics::AuthResult;
+use crate::limits::{Charge, Counter, Owner, Rate, Spec};
+use crate::metrics::{AuthResult, LimitReason};
 use crate::problem::Code;
 use crate::state::State;
 
@@ -34,6 +35,10 @@ pub struct Forward {
     /// Whether `host` must replace the request's `Host` (it was not canonical, or the
     /// request used the absolute form).
     pub host_changed: bool,
+    /// The limits charged, for the `RateLimit` fields.
+    pub charge: Charge,
+    /// The key's `expires_at` (Unix seconds) when it is inside its warning window.
+    pub sunset: Option<i64>,
 }
 
 /// A request keygate answers itself: with which code, and what was known by then.
@@ -45,8 +50,13 @@ pub struct Reject {
     pub route: Option<usize>,
     /// The authentication outcome, if authentication ran.
     pub outcome: Option<AuthOutcome>,
-    /// Seconds for `Retry-After` (brute-force block).
+    /// Seconds for `Retry-After` (brute-force block, limits).
     pub retry_after: Option<u64>,
+    /// The limits checked (one refused the request, for `rate_limited` and
+    /// `quota_exceeded`), for the `RateLimit` fields.
+    pub charge: Charge,
+    /// The key's `expires_at` (Unix seconds) when it is inside its warning window.
+    pub sunset: Option<i64>,
 }
 
 /// What `request_filter` decided for one request.
@@ -64,8 +74,78 @@ fn reject(code: Code) -> Admission {
         route: None,
         outcome: None,
         retry_after: None,
+        charge: Charge::default(),
+        sunset: None,
     })
 }
+
+/// The limits that apply to `consumer` (and its `key`) on `route`, in header order:
+/// the consumer's rate limit (or the route's default), its quota (or the route's
+/// default), then the key's own.
+fn applicable(
+    state: &State,
+    route: usize,
+    key: u32,
+    consumer: u32,
+) -> ([(Owner, Spec, &Counter); Charge::MAX], usize) {
+    let mut out: [(Owner, Spec, &Counter); Charge::MAX] = [(
+        Owner::Key,
+        Spec::Rate(Rate {
+            requests: 1,
+            window_seconds: 1,
+        }),
+        &NONE,
+    ); Charge::MAX];
+    let mut n = 0;
+    let (Some(r), Some(c)) = (
+        state.routes.get(route),
+        state.consumers.get(consumer as usize),
+    ) else {
+        return (out, 0);
+    };
+    if !r.consumer_limits {
+        return (out, 0);
+    }
+    let mut push = |owner, spec, counter| {
+        if let Some(slot) = out.get_mut(n) {
+            *slot = (owner, spec, counter);
+            n += 1;
+        }
+    };
+    let defaults = r.limit_slot.and_then(|s| c.route_counters.get(s));
+    match (
+        &c.rate,
+        r.default_rate,
+        defaults.and_then(|d| d.rate.as_deref()),
+    ) {
+        (Some(l), _, _) => push(Owner::Consumer, l.spec, &*l.counter),
+        (None, Some(spec), Some(counter)) => push(Owner::Route, spec, counter),
+        _ => {}
+    }
+    match (
+        &c.quota,
+        r.default_quota,
+        defaults.and_then(|d| d.quota.as_deref()),
+    ) {
+        (Some(l), _, _) => push(Owner::Consumer, l.spec, &*l.counter),
+        (None, Some(spec), Some(counter)) => push(Owner::Route, spec, counter),
+        _ => {}
+    }
+    if let Some(p) = state
+        .keys
+        .entries()
+        .get(key as usize)
+        .and_then(|e| state.key_policy(e))
+    {
+        for l in [&p.rate, &p.quota].into_iter().flatten() {
+            push(Owner::Key, l.spec, &*l.counter);
+        }
+    }
+    (out, n)
+}
+
+/// A placeholder for unused limit slots.
+static NONE: Counter = Counter::new();
 
 /// Approximate size of the request line and headers as received.
 fn header_bytes(req: &RequestHeader) -> usize {
@@ -98,15 +178,17 @@ fn raw_authority(req: &RequestHeader) -> Result<Option<&[u8]>, Code> {
 ///
 /// Inputs: the state, the parsed request head, the client address (after
 /// trusted proxies, see [`crate::forwarded`]), the brute-force table and the
-/// current time in Unix seconds. Pure apart from counting a failed
-/// authentication in `limiter` and the authentication metrics in `state.handles`.
+/// current time in Unix milliseconds. Pure apart from counting a failed
+/// authentication in `limiter`, charging the consumer's limit counters, recording the
+/// key's last use and the metrics in `state.handles`.
 pub fn admit(
     state: &State,
     req: &RequestHeader,
     client: Option<IpAddr>,
     limiter: &FailureLimiter,
-    now: i64,
+    now_ms: i64,
 ) -> Admission {
+    let now = now_ms.div_euclid(1000);
     let limits = &state.limits;
     if req.headers.len() > limits.max_request_headers
         || header_bytes(req) > limits.max_request_header_bytes
@@ -185,13 +267,63 @@ pub fn admit(
                     route: Some(route),
                     outcome: None,
                     retry_after: Some(wait),
+                    charge: Charge::default(),
+                    sunset: None,
                 });
             }
         }
     }
-    let outcome = auth::authenticate(state, route, &req.headers, now);
+    let outcome = auth::authenticate(state, route, &req.method, &req.headers, now);
+    let (charge, sunset) = match outcome {
+        AuthOutcome::Consumer { key, consumer, .. } => {
+            let (applicable, n) = applicable(state, route, key, consumer);
+            let sunset = state
+                .keys
+                .entries()
+                .get(key as usize)
+                .map(|e| e.expires_at)
+                .filter(|&t| state.in_warning(t, now));
+            if sunset.is_some() {
+                state.handles.expiring_key_request(route);
+            }
+            (crate::limits::charge(&applicable[..n], now_ms), sunset)
+        }
+        _ => (Charge::default(), None),
+    };
+    let limited = charge.violated().map(|_| {
+        // A spent quota outlasts any rate window: name it when both refused.
+        if charge
+            .iter()
+            .any(|a| a.standing.exceeded && matches!(a.spec, Spec::Quota(_)))
+        {
+            (
+                Code::QuotaExceeded,
+                AuthResult::QuotaExceeded,
+                LimitReason::QuotaExceeded,
+            )
+        } else {
+            (
+                Code::RateLimited,
+                AuthResult::RateLimited,
+                LimitReason::RateLimited,
+            )
+        }
+    });
     if mode != AuthMode::None {
-        state.handles.auth(outcome.metric());
+        state
+            .handles
+            .auth(limited.map_or(outcome.metric(), |(_, m, _)| m));
+    }
+    if let Some((code, _, reason)) = limited {
+        state.handles.limit_rejection(route, reason);
+        return Admission::Reject(Reject {
+            code,
+            route: Some(route),
+            outcome: Some(outcome),
+            retry_after: charge.retry_after(),
+            charge,
+            sunset,
+        });
     }
     match outcome {
         AuthOutcome::Rejected(r) => {
@@ -201,6 +333,7 @@ pub fn admit(
                     | Rejection::Expired
                     | Rejection::Disabled
                     | Rejection::Ambiguous
+                    | Rejection::NotYetValid
             );
             if let (true, Some(ip)) = (guess, client) {
                 limiter.record_failure(ip, limits.brute_force, now_secs);
@@ -210,6 +343,8 @@ pub fn admit(
                 route: Some(route),
                 outcome: Some(outcome),
                 retry_after: None,
+                charge,
+                sunset,
             })
         }
         outcome => Admission::Forward(Forward {
@@ -218,6 +353,8 @@ pub fn admit(
             target,
             host: host_value,
             host_changed,
+            charge,
+            sunset,
         }),
     }
 }

@@ -3,7 +3,7 @@
 //! Pure functions, no I/O and no `Session`, so unit tests and benches call them
 //! directly. A missing or wrong key is an *outcome*, not an error.
 
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 
 use crate::apikey::{self, Shape};
 use crate::config::AuthMode;
@@ -16,11 +16,11 @@ impl Rejection {
     pub fn code(self) -> Code {
         match self {
             Rejection::Missing => Code::MissingApiKey,
-            Rejection::Invalid => Code::InvalidApiKey,
+            Rejection::Invalid | Rejection::NotYetValid => Code::InvalidApiKey,
             Rejection::Expired => Code::ExpiredApiKey,
             Rejection::Disabled => Code::DisabledApiKey,
             Rejection::Ambiguous => Code::AmbiguousCredentials,
-            Rejection::Forbidden => Code::Forbidden,
+            Rejection::Forbidden(_) => Code::Forbidden,
         }
     }
 }
@@ -36,7 +36,8 @@ impl AuthOutcome {
                 Rejection::Invalid => AuthResult::Invalid,
                 Rejection::Expired => AuthResult::Expired,
                 Rejection::Disabled => AuthResult::Disabled,
-                Rejection::Forbidden => AuthResult::Forbidden,
+                Rejection::NotYetValid => AuthResult::NotYetValid,
+                Rejection::Forbidden(_) => AuthResult::Forbidden,
                 Rejection::Ambiguous => AuthResult::Ambiguous,
             },
         }
@@ -80,8 +81,21 @@ pub enum Rejection {
     Disabled,
     /// Two different credentials were presented.
     Ambiguous,
-    /// The consumer may not use this route.
-    Forbidden,
+    /// The key's `not_before` is still ahead (the client is told `invalid_api_key`).
+    NotYetValid,
+    /// The consumer or key may not do this.
+    Forbidden(Denial),
+}
+
+/// Why a valid key may not make a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The route is not in the consumer's or the key's `routes`.
+    Route,
+    /// The method is not in the consumer's or the key's `methods`.
+    Method,
+    /// The route requires the scope with this bit, which the key lacks.
+    Scope(u32),
 }
 
 /// The result of authenticating one request on one route.
@@ -185,8 +199,18 @@ pub fn keygate_credentials(state: &State, headers: &HeaderMap) -> u32 {
     mask
 }
 
-/// Check a presented key against the state for `route` at time `now` (Unix seconds).
-pub fn check_key(state: &State, route: usize, key: &[u8], sources: u32, now: i64) -> AuthOutcome {
+/// Check a presented key against the state for `route` and `method` at time `now` (Unix
+/// seconds): known, enabled, within `not_before`..`expires_at`, then allowed the route,
+/// the method and the route's scopes (by the consumer and by the key). Records the
+/// key's last use once it is known to be valid, even when the request is then denied.
+pub fn check_key(
+    state: &State,
+    route: usize,
+    method: &Method,
+    key: &[u8],
+    sources: u32,
+    now: i64,
+) -> AuthOutcome {
     if apikey::shape(key) == Shape::Corrupt {
         return AuthOutcome::Rejected(Rejection::Invalid);
     }
@@ -202,8 +226,27 @@ pub fn check_key(state: &State, route: usize, key: &[u8], sources: u32, now: i64
     if entry.expires_at <= now {
         return AuthOutcome::Rejected(Rejection::Expired);
     }
-    if !consumer.may_use(route) {
-        return AuthOutcome::Rejected(Rejection::Forbidden);
+    let policy = state.key_policy(entry);
+    if policy.is_some_and(|p| p.not_before > now) {
+        return AuthOutcome::Rejected(Rejection::NotYetValid);
+    }
+    state.touch(idx, now);
+    if !consumer.may_use(route) || policy.is_some_and(|p| !p.may_use(route)) {
+        return AuthOutcome::Rejected(Rejection::Forbidden(Denial::Route));
+    }
+    if !consumer.methods.allows(method) || policy.is_some_and(|p| !p.methods.allows(method)) {
+        return AuthOutcome::Rejected(Rejection::Forbidden(Denial::Method));
+    }
+    let required = state
+        .routes
+        .get(route)
+        .map(|r| r.scopes)
+        .unwrap_or_default();
+    if required.0 != 0 {
+        let granted = policy.map_or(consumer.scopes, |p| consumer.scopes.and(p.scopes));
+        if let Some(bit) = granted.first_missing(required) {
+            return AuthOutcome::Rejected(Rejection::Forbidden(Denial::Scope(bit)));
+        }
     }
     AuthOutcome::Consumer {
         key: idx,
@@ -212,8 +255,15 @@ pub fn check_key(state: &State, route: usize, key: &[u8], sources: u32, now: i64
     }
 }
 
-/// Decide what happens to a request on `route` with these headers.
-pub fn authenticate(state: &State, route: usize, headers: &HeaderMap, now: i64) -> AuthOutcome {
+/// Decide what happens to a request on `route` with this method and these headers at
+/// `now` (Unix seconds).
+pub fn authenticate(
+    state: &State,
+    route: usize,
+    method: &Method,
+    headers: &HeaderMap,
+    now: i64,
+) -> AuthOutcome {
     let mode = state
         .routes
         .get(route)
@@ -226,7 +276,7 @@ pub fn authenticate(state: &State, route: usize, headers: &HeaderMap, now: i64) 
         Credential::Malformed { .. } => AuthOutcome::Rejected(Rejection::Invalid),
         Credential::None if mode == AuthMode::Optional => AuthOutcome::Anonymous,
         Credential::None => AuthOutcome::Rejected(Rejection::Missing),
-        Credential::Key { key, sources } => check_key(state, route, key, sources, now),
+        Credential::Key { key, sources } => check_key(state, route, method, key, sources, now),
     }
 }
 

@@ -58,6 +58,8 @@ pub const DEFAULT_BRUTE_FORCE_MAX_FAILURES: u32 = 20;
 pub const DEFAULT_BRUTE_FORCE_WINDOW_SECONDS: u32 = 60;
 /// Default number of counters in the brute-force table (8 bytes each).
 pub const DEFAULT_BRUTE_FORCE_TABLE_SLOTS: usize = 65_536;
+/// Default warning window before a key's `expires_at`, in seconds (7 days).
+pub const DEFAULT_KEY_EXPIRY_WARNING_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The main file, `keygate.yaml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +115,12 @@ pub struct ServerConfig {
     pub max_request_headers: usize,
     /// The access log.
     pub access_log: AccessLogConfig,
+    /// Admin listener address (`ip:port`) serving `GET /keys`; empty disables it.
+    /// Default empty. Keep it on loopback (`127.0.0.1:9465`); restart to change.
+    pub admin_listen: String,
+    /// Where the admin listener's bearer token comes from (`{ env | file | credential }`);
+    /// required when `admin_listen` is set. Re-read on reload.
+    pub admin_token: Option<SecretSource>,
 }
 
 /// `server.access_log:` — how access-log lines leave the process.
@@ -150,6 +158,8 @@ impl Default for ServerConfig {
             access_log: AccessLogConfig::default(),
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
+            admin_listen: String::new(),
+            admin_token: None,
         }
     }
 }
@@ -179,6 +189,49 @@ pub struct AuthConfig {
     /// Brute-force resistance: failed authentications per client address.
     #[serde(default)]
     pub brute_force: BruteForceConfig,
+    /// Seconds before a key's `expires_at` during which responses to it carry
+    /// `Deprecation` and `Sunset`, and it counts in `keygate_keys_expiring_soon`.
+    /// Default 604800 (7 days); 0 disables the warning.
+    #[serde(default = "default_key_expiry_warning_seconds")]
+    pub key_expiry_warning_seconds: u64,
+    /// An `https://` (or `http://`) page for clients about key rotation, sent as
+    /// `Link: <url>; rel="deprecation"` with the warning. Default none.
+    #[serde(default)]
+    pub deprecation_link: Option<String>,
+}
+
+fn default_key_expiry_warning_seconds() -> u64 {
+    DEFAULT_KEY_EXPIRY_WARNING_SECONDS
+}
+
+/// `rate_limit:` — at most `requests` per sliding window of `window_seconds`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests allowed per window: 1 to 4294967295.
+    pub requests: u64,
+    /// Window length in seconds: 1 to 86400 (use a `quota` for longer periods).
+    pub window_seconds: u64,
+}
+
+/// A quota period: calendar `day` or `month`, in UTC.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaPeriod {
+    /// 00:00:00 UTC to the next midnight.
+    Day,
+    /// The first of the month, 00:00:00 UTC, to the first of the next.
+    Month,
+}
+
+/// `quota:` — at most `requests` per calendar `period` (UTC).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Requests allowed per period: 1 to 4294967295.
+    pub requests: u64,
+    /// `day` or `month`.
+    pub period: QuotaPeriod,
 }
 
 /// `auth.brute_force:` — block addresses that keep presenting bad keys.
@@ -296,6 +349,26 @@ pub struct RouteConfig {
     pub upstream: String,
     /// `required`, `optional` or `none`.
     pub auth: AuthMode,
+    /// Scopes a key needs for this route (all of them); a key without them gets 403.
+    /// Default none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Rate limit for each consumer that has no `rate_limit` of its own, counted per
+    /// consumer on this route. Default none.
+    #[serde(default)]
+    pub default_rate_limit: Option<RateLimitConfig>,
+    /// Quota for each consumer that has no `quota` of its own, counted per consumer
+    /// on this route. Default none.
+    #[serde(default)]
+    pub default_quota: Option<QuotaConfig>,
+    /// Whether consumer and key limits apply on this route; `false` opts the route out
+    /// (its requests are neither limited nor counted). Default true.
+    #[serde(default = "default_true")]
+    pub consumer_limits: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_path_prefix() -> String {
@@ -312,7 +385,7 @@ pub struct KeysFile {
 }
 
 /// One consumer (a client application or team).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerConfig {
     /// Unique id, `[A-Za-z0-9._-]`; forwarded as `x-consumer-id`.
@@ -326,13 +399,31 @@ pub struct ConsumerConfig {
     /// Route names this consumer may use. Absent: all routes.
     #[serde(default)]
     pub routes: Option<Vec<String>>,
+    /// HTTP methods this consumer may use (`GET` allows `HEAD`). Absent: all.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Scopes granted to this consumer's keys. Default none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The consumer's id in another system; forwarded as `x-consumer-custom-id`.
+    #[serde(default)]
+    pub custom_id: Option<String>,
+    /// Group names; forwarded comma-separated as `x-consumer-groups`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Rate limit shared by all this consumer's keys on all routes.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Quota shared by all this consumer's keys on all routes.
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
     /// The consumer's keys.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
 }
 
 /// One API key, stored as its SHA-256 digest.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Unique id across the file; logged and forwarded, never the key.
@@ -345,6 +436,24 @@ pub struct KeyConfig {
     /// Disable this key. Default false.
     #[serde(default)]
     pub disabled: bool,
+    /// Optional start of validity, RFC 3339: before it the key is invalid.
+    #[serde(default)]
+    pub not_before: Option<String>,
+    /// Narrow the consumer's routes for this key. Absent: the consumer's.
+    #[serde(default)]
+    pub routes: Option<Vec<String>>,
+    /// Narrow the consumer's methods for this key. Absent: the consumer's.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Narrow the consumer's scopes for this key. Absent: the consumer's.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// A rate limit for this key alone, on top of the consumer's.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// A quota for this key alone, on top of the consumer's.
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
 }
 
 impl Config {

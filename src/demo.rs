@@ -68,6 +68,8 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             keys_file: "(demo)".into(),
             sources: default_sources(),
             brute_force: Default::default(),
+            key_expiry_warning_seconds: crate::config::DEFAULT_KEY_EXPIRY_WARNING_SECONDS,
+            deprecation_link: None,
         },
         upstreams: BTreeMap::from([(
             "demo-origin".to_string(),
@@ -89,6 +91,10 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
                 path_prefix: "/public".into(),
                 upstream: "demo-origin".into(),
                 auth: AuthMode::None,
+                scopes: Vec::new(),
+                default_rate_limit: None,
+                default_quota: None,
+                consumer_limits: true,
             },
             RouteConfig {
                 name: "api".into(),
@@ -96,6 +102,10 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
                 path_prefix: "/".into(),
                 upstream: "demo-origin".into(),
                 auth: AuthMode::Required,
+                scopes: Vec::new(),
+                default_rate_limit: None,
+                default_quota: None,
+                consumer_limits: true,
             },
         ],
     };
@@ -103,14 +113,12 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
         consumers: vec![ConsumerConfig {
             id: "demo".into(),
             name: Some("Demo Consumer".into()),
-            disabled: false,
-            routes: None,
             keys: vec![KeyConfig {
                 id: "demo-key-1".into(),
                 sha256: hex::encode(apikey::digest(key.as_bytes())),
-                expires_at: None,
-                disabled: false,
+                ..KeyConfig::default()
             }],
+            ..ConsumerConfig::default()
         }],
     };
     let metrics = Arc::new(Metrics::register(prometheus::Registry::new()).map_err(|e| setup(&e))?);
@@ -121,6 +129,8 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             keys_path: Path::new("(demo)"),
             secret: secret.as_bytes(),
             metrics: Some(&metrics),
+            previous: None,
+            admin_token: None,
         },
         &keys,
     )

@@ -30,6 +30,8 @@ pub fn build_with_keys(config: &str, keys: &KeysFile) -> Result<State, ConfigErr
             keys_path: Path::new("keys.yaml"),
             secret: SECRET,
             metrics: None,
+            previous: None,
+            admin_token: None,
         },
         keys,
     )

@@ -53,6 +53,8 @@ pub fn config_input(data: &[u8]) {
         keys_path: file,
         secret: crate::fixture::SECRET,
         metrics: None,
+        previous: None,
+        admin_token: None,
     };
     if let Ok(state) = state::build(inputs, &keys) {
         let _ = state.key_counts(0);
@@ -119,7 +121,7 @@ pub fn auth_input(data: &[u8]) {
     let Some(route) = state.route(b"", &routed) else {
         return;
     };
-    let outcome = auth::authenticate(state, route, &headers, 1_800_000_000);
+    let outcome = auth::authenticate(state, route, &http::Method::GET, &headers, 1_800_000_000);
     if let AuthOutcome::Consumer { .. } = outcome {
         // Only a configured key may ever get through.
         match auth::extract(&headers, &state.sources) {

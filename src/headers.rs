@@ -39,6 +39,19 @@ pub static X_CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-cred
 /// `x-anonymous-consumer`: `true` on requests forwarded without a key.
 pub static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
 
+/// `ratelimit-policy`: the limits that apply (draft-ietf-httpapi-ratelimit-headers).
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `ratelimit`: where each limit stands (draft-ietf-httpapi-ratelimit-headers).
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `deprecation`: when the credential was deprecated (RFC 9745).
+pub static DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
+/// `sunset`: when the credential stops working (RFC 8594).
+pub static SUNSET: HeaderName = HeaderName::from_static("sunset");
+/// `x-consumer-custom-id`: the consumer's `custom_id` (as Kong names it).
+pub static X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
+/// `x-consumer-groups`: the consumer's groups, comma-separated (as Kong names it).
+pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+
 /// The identity headers keygate sets (named as Kong and APISIX name them).
 pub const IDENTITY: [&str; 6] = [
     "x-consumer-id",

@@ -1,6 +1,6 @@
 //! The key store: digests of every key, found in O(1), in about 70 bytes per key.
 //!
-//! Entries are 56 bytes (digest, expiry, consumer, id offset, flags) in one vector;
+//! Entries are 56 bytes (digest, expiry, consumer, id offset, flags, policy) in one vector;
 //! an open-addressing table of 4-byte slots, probed by the digest's first 8 bytes,
 //! finds them; key ids live in one shared arena. [`KeyIndexBuilder`] fills it one
 //! key at a time while a keys file streams in, and reports conflicts; [`KeyIndex`] is
@@ -28,7 +28,12 @@ pub struct KeyEntry {
     id_len: u16,
     /// This key is disabled.
     pub disabled: bool,
+    /// Index of its policy in `State::key_policies`; [`NO_POLICY`] when it has none.
+    pub policy: u32,
 }
+
+/// [`KeyEntry::policy`] of a key with nothing beyond its consumer's settings.
+pub const NO_POLICY: u32 = u32::MAX;
 
 /// A hasher for digest prefixes: SHA-256 output is already uniform, so use it as is.
 #[derive(Default)]
@@ -289,6 +294,7 @@ impl KeyIndexBuilder {
     }
 
     /// Add a key (after [`Self::conflict`] said none); false when the index is full (4 Gi).
+    /// `policy` is [`KeyEntry::policy`].
     pub fn push(
         &mut self,
         digest: Digest,
@@ -296,6 +302,7 @@ impl KeyIndexBuilder {
         consumer: u32,
         id: &str,
         disabled: bool,
+        policy: u32,
     ) -> bool {
         let (Ok(idx), Ok(id_off), Ok(id_len)) = (
             u32::try_from(self.entries.len()),
@@ -312,6 +319,7 @@ impl KeyIndexBuilder {
             id_off,
             id_len,
             disabled,
+            policy,
         });
         self.table.insert(&self.entries, idx);
         true
@@ -343,6 +351,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_entry_stays_56_bytes() {
+        assert_eq!(std::mem::size_of::<KeyEntry>(), 56);
+    }
+
+    #[test]
     fn digest_table_grows_and_finds_every_key() {
         let mut entries = Vec::new();
         let mut table = DigestTable::default();
@@ -354,6 +367,7 @@ mod tests {
                 id_off: 0,
                 id_len: 0,
                 disabled: false,
+                policy: NO_POLICY,
             });
             table.insert(&entries, i);
         }
@@ -394,7 +408,7 @@ mod tests {
         assert!(b.insert_id("a"));
         assert!(!b.insert_id("a"));
         assert_eq!(b.conflict(&d), None);
-        assert!(b.push(d, i64::MAX, 0, "a", false));
+        assert!(b.push(d, i64::MAX, 0, "a", false, NO_POLICY));
         assert_eq!(b.conflict(&d), Some(("a", true)));
         let index = b.finish();
         let (idx, e) = index.lookup(&d).unwrap();

@@ -8,7 +8,9 @@ use std::path::Path;
 /// Every module and its layer; see the diagram in the crate documentation.
 const LAYERS: &[(&str, u8)] = &[
     ("apikey", 0),
+    ("access", 0),
     ("timestamp", 0),
+    ("limits", 1),
     ("headers", 0),
     ("host", 0),
     ("path", 0),
@@ -26,6 +28,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth", 3),
     ("conn", 3),
     ("admission", 4),
+    ("keylist", 4),
+    ("admin", 5),
     ("proxy", 5),
     ("telemetry", 5),
     ("reload", 6),

@@ -9,19 +9,22 @@
 //! layer (a test, `layering`, keeps it so). From the bottom:
 //!
 //! ```text
-//! leaves      apikey timestamp headers host path limiter problem request_id
-//!             config metrics logging tls forwarded
+//! leaves      apikey access timestamp → limits headers host path limiter problem
+//!             request_id config metrics logging tls forwarded
 //! keys        keystore
 //! state       state                   (validated, prepared, immutable snapshot)
 //! decisions   auth → admission        (pure: request head + state → outcome)
+//!             keylist                 (the operator's view of keys)
 //! connection  conn                    (request-head deadline, body-rate floor)
-//! serving     proxy  telemetry        (Pingora phases; /metrics + /healthz)
+//! serving     proxy  telemetry admin  (Pingora phases; /metrics + /healthz; GET /keys)
 //! operating   reload → server         (SIGHUP; wiring a Pingora server)
 //! front       cli keygen  origin → demo  (the command line, new keys, the demo)
 //! ```
 //!
 //! - [`apikey`]: the key format, checksum and digests;
-//! - [`timestamp`]: RFC 3339 helpers;
+//! - [`access`]: method and scope sets;
+//! - [`timestamp`]: RFC 3339 and HTTP-date helpers;
+//! - [`limits`]: rate-limit and quota counters (count admitted requests only);
 //! - [`headers`]: every header name keygate sets, and those it removes from clients;
 //! - [`host`], [`path`]: the canonical host and path routes match and origins receive;
 //! - [`limiter`]: brute-force resistance per client address;
@@ -35,10 +38,13 @@
 //! - [`keystore`]: the key index (O(1) by digest, about 70 bytes per key);
 //! - [`state`]: the validated runtime snapshot the request path reads;
 //! - [`auth`]: the pure authentication decision;
-//! - [`admission`]: the request decision (limits, host, path, route, brute force, auth);
+//! - [`admission`]: the request decision (header limits, host, path, route, brute force,
+//!   auth, consumer limits);
+//! - [`keylist`]: the key listing served by the admin listener and `keygate keys`;
 //! - [`conn`]: client connections (request-head deadline, body-rate floor);
 //! - [`proxy`]: the Pingora `ProxyHttp` phases;
 //! - [`telemetry`]: the `/metrics` and `/healthz` listener;
+//! - [`admin`]: the admin listener (`GET /keys`, bearer token);
 //! - [`reload`]: SIGHUP reload;
 //! - [`server`]: wiring into a Pingora server;
 //! - [`cli`], [`keygen`], [`origin`], [`demo`]: the command line, new keys, the demo;
@@ -47,6 +53,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
+pub mod admin;
 pub mod admission;
 pub mod apikey;
 pub mod auth;
@@ -62,8 +70,10 @@ pub mod fuzz;
 pub mod headers;
 pub mod host;
 pub mod keygen;
+pub mod keylist;
 pub mod keystore;
 pub mod limiter;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod origin;

@@ -285,13 +285,16 @@ pub struct AccessRecord<'a> {
     pub client: Option<std::net::IpAddr>,
     /// The error kind that ended the request, if any.
     pub error: Option<&'a str>,
+    /// The key's `expires_at` (Unix seconds) when it was inside its warning window.
+    pub key_expires_at: Option<i64>,
 }
 
 /// Write the access-log line for one finished request.
 ///
 /// Fields: method, path (no query string; bytes outside visible ASCII, `"` and `%`
 /// percent-encoded), status, route, consumer, key id, result code, duration,
-/// request id and client address. Never the key or the secret.
+/// request id, client address, and `key_expires_at` for a key inside its expiry
+/// warning window. Never the key or the secret.
 pub fn access(r: &AccessRecord<'_>) {
     if !log::log_enabled!(target: ACCESS_TARGET, Level::Info) {
         return;
@@ -320,6 +323,10 @@ pub fn access(r: &AccessRecord<'_>) {
         }
         if let Some(e) = r.error {
             let _ = write!(line, " error={e:?}");
+        }
+        if let Some(t) = r.key_expires_at {
+            line.push_str(" key_expires_at=");
+            line.push_str(&timestamp::format_rfc3339(t));
         }
     });
 }

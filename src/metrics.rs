@@ -23,8 +23,6 @@ pub use handles::Handles;
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// Keys expiring within this many seconds count as "expiring soon" (7 days).
-pub const EXPIRING_SOON_SECONDS: i64 = 7 * 24 * 3600;
 /// The `route` label of requests that matched no route (cannot clash: route names have no parentheses).
 pub const NO_ROUTE: &str = "(none)";
 
@@ -49,11 +47,17 @@ pub enum AuthResult {
     Ambiguous,
     /// Refused by the brute-force limiter before any lookup.
     Blocked,
+    /// A known key before its `not_before`.
+    NotYetValid,
+    /// A valid key over a rate limit.
+    RateLimited,
+    /// A valid key over a quota.
+    QuotaExceeded,
 }
 
 impl AuthResult {
     /// Every result, in label order.
-    pub const ALL: [AuthResult; 9] = [
+    pub const ALL: [AuthResult; 12] = [
         AuthResult::Ok,
         AuthResult::Anonymous,
         AuthResult::Missing,
@@ -63,6 +67,9 @@ impl AuthResult {
         AuthResult::Forbidden,
         AuthResult::Ambiguous,
         AuthResult::Blocked,
+        AuthResult::NotYetValid,
+        AuthResult::RateLimited,
+        AuthResult::QuotaExceeded,
     ];
 
     /// The label value.
@@ -77,6 +84,9 @@ impl AuthResult {
             AuthResult::Forbidden => "forbidden",
             AuthResult::Ambiguous => "ambiguous",
             AuthResult::Blocked => "blocked",
+            AuthResult::NotYetValid => "not_yet_valid",
+            AuthResult::RateLimited => "rate_limited",
+            AuthResult::QuotaExceeded => "quota_exceeded",
         }
     }
 }
@@ -154,10 +164,38 @@ pub struct KeyGauges {
     pub expired: u64,
     /// Keys disabled directly or through their consumer.
     pub disabled: u64,
-    /// Active keys expiring within [`EXPIRING_SOON_SECONDS`].
+    /// Keys whose `not_before` is still ahead.
+    pub pending: u64,
+    /// Active keys inside their expiry warning window (`auth.key_expiry_warning_seconds`).
     pub expiring_soon: u64,
     /// Heap bytes held by the key index.
     pub store_bytes: u64,
+    /// Consumers that used at least 90 % of a quota, but not all of it.
+    pub quota_near: u64,
+    /// Consumers with a quota used up.
+    pub quota_exhausted: u64,
+}
+
+/// Why a consumer's request was refused by its limits: `keygate_limit_rejections_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitReason {
+    /// Over a rate limit.
+    RateLimited,
+    /// Over a quota.
+    QuotaExceeded,
+}
+
+impl LimitReason {
+    /// Every reason, in label order.
+    pub const ALL: [LimitReason; 2] = [LimitReason::RateLimited, LimitReason::QuotaExceeded];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitReason::RateLimited => "rate_limited",
+            LimitReason::QuotaExceeded => "quota_exceeded",
+        }
+    }
 }
 
 /// Every metric family keygate exports.
@@ -184,8 +222,15 @@ pub struct Metrics {
     last_reload_ts: Gauge,
     /// `keygate_keys{state}`: keys by state, computed at scrape time.
     keys: IntGaugeVec,
-    /// `keygate_keys_expiring_soon`: active keys expiring within 7 days.
+    /// `keygate_keys_expiring_soon`: active keys inside their warning window.
     keys_expiring: IntGauge,
+    /// `keygate_limit_rejections_total{route,reason}`: requests refused by consumer limits.
+    limit_rejections: IntCounterVec,
+    /// `keygate_expiring_key_requests_total{route}`: requests made with a key inside its
+    /// warning window.
+    expiring_key_requests: IntCounterVec,
+    /// `keygate_quota_consumers{level}`: consumers near (`near`) or at (`exhausted`) a quota.
+    quota_consumers: IntGaugeVec,
     /// `keygate_key_store_bytes`: heap bytes of the key index.
     key_store_bytes: IntGauge,
     /// `keygate_access_log_dropped_total`: access-log lines dropped because stderr was blocked.
@@ -302,7 +347,29 @@ impl Metrics {
             r,
             IntGauge::new(
                 "keygate_keys_expiring_soon",
-                "Active keys that expire within 7 days.",
+                "Active keys inside their expiry warning window (auth.key_expiry_warning_seconds).",
+            )?,
+        )?;
+        let limit_rejections = counter_vec(
+            r,
+            "keygate_limit_rejections_total",
+            "Requests refused by consumer or key limits, by route and reason.",
+            &["route", "reason"],
+        )?;
+        let expiring_key_requests = counter_vec(
+            r,
+            "keygate_expiring_key_requests_total",
+            "Requests made with a key inside its expiry warning window, by route.",
+            &["route"],
+        )?;
+        let quota_consumers = gauge(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "keygate_quota_consumers",
+                    "Consumers that used at least 90% of a quota (level=near) or all of it (level=exhausted).",
+                ),
+                &["level"],
             )?,
         )?;
         let key_store_bytes = gauge(
@@ -362,6 +429,9 @@ impl Metrics {
             last_reload_ts,
             keys,
             keys_expiring,
+            limit_rejections,
+            expiring_key_requests,
+            quota_consumers,
             key_store_bytes,
             access_log_dropped,
             client_timeouts,
@@ -400,6 +470,13 @@ impl Metrics {
         self.keys
             .with_label_values(&["disabled"])
             .set(v(g.disabled));
+        self.keys.with_label_values(&["pending"]).set(v(g.pending));
+        self.quota_consumers
+            .with_label_values(&["near"])
+            .set(v(g.quota_near));
+        self.quota_consumers
+            .with_label_values(&["exhausted"])
+            .set(v(g.quota_exhausted));
         self.keys_expiring.set(v(g.expiring_soon));
         self.key_store_bytes.set(v(g.store_bytes));
     }

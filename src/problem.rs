@@ -37,6 +37,10 @@ pub enum Code {
     HeadersTooLarge,
     /// 429: too many failed authentications from this address.
     TooManyFailures,
+    /// 429: the consumer or key is over a rate limit.
+    RateLimited,
+    /// 429: the consumer or key has used up a quota.
+    QuotaExceeded,
     /// 502: the origin could not be reached or answered badly.
     UpstreamUnavailable,
     /// 504: the origin did not answer in time.
@@ -63,6 +67,8 @@ impl Code {
             Code::RequestTimeout => "request_timeout",
             Code::HeadersTooLarge => "request_header_fields_too_large",
             Code::TooManyFailures => "too_many_failed_attempts",
+            Code::RateLimited => "rate_limited",
+            Code::QuotaExceeded => "quota_exceeded",
             Code::UpstreamUnavailable => "upstream_unavailable",
             Code::UpstreamTimeout => "upstream_timeout",
             Code::Internal => "internal_error",
@@ -83,7 +89,7 @@ impl Code {
             Code::BadRequest | Code::InvalidPath | Code::InvalidHost => 400,
             Code::RequestTimeout => 408,
             Code::HeadersTooLarge => 431,
-            Code::TooManyFailures => 429,
+            Code::TooManyFailures | Code::RateLimited | Code::QuotaExceeded => 429,
             Code::UpstreamUnavailable => 502,
             Code::UpstreamTimeout => 504,
             Code::Internal => 500,
@@ -124,6 +130,8 @@ impl Code {
             Code::RequestTimeout => "The request did not arrive in time.",
             Code::HeadersTooLarge => "The request headers are too large or too many.",
             Code::TooManyFailures => "Too many failed authentication attempts from this address; retry later.",
+            Code::RateLimited => "This API key's rate limit is exceeded; retry after the time in Retry-After.",
+            Code::QuotaExceeded => "This API key's quota is used up; retry after the time in Retry-After.",
             Code::UpstreamUnavailable => "The upstream service could not be reached.",
             Code::UpstreamTimeout => "The upstream service did not answer in time.",
             Code::Internal => "An internal error occurred.",
@@ -149,13 +157,23 @@ impl Code {
     /// `request_id` must already be restricted to `[A-Za-z0-9._:-]` (see
     /// [`crate::request_id::valid_request_id`]), so it needs no escaping.
     pub fn body(self, request_id: &[u8]) -> Vec<u8> {
+        self.body_with(request_id, None)
+    }
+
+    /// The JSON body with `detail` instead of the code's fixed one (JSON-escaped here).
+    /// Callers build it from the configuration only (route, scope and policy names),
+    /// never from the request or the key.
+    pub fn body_with(self, request_id: &[u8], detail: Option<&str>) -> Vec<u8> {
         let mut b = Vec::with_capacity(256);
         b.extend_from_slice(br#"{"type":"about:blank","title":""#);
         b.extend_from_slice(self.title().as_bytes());
         b.extend_from_slice(br#"","status":"#);
         b.extend_from_slice(itoa3(self.status()).as_slice());
         b.extend_from_slice(br#","detail":""#);
-        b.extend_from_slice(self.detail().as_bytes());
+        match detail {
+            Some(d) => escape_json(d, &mut b),
+            None => b.extend_from_slice(self.detail().as_bytes()),
+        }
         b.extend_from_slice(br#"","code":""#);
         b.extend_from_slice(self.as_str().as_bytes());
         b.extend_from_slice(br#"","request_id":""#);
@@ -166,6 +184,23 @@ impl Code {
         );
         b.extend_from_slice(b"\"}");
         b
+    }
+}
+
+/// Append `s` as the inside of a JSON string (RFC 8259 §7).
+fn escape_json(s: &str, out: &mut Vec<u8>) {
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
     }
 }
 
@@ -202,5 +237,9 @@ mod tests {
             .contains("invalid_token"));
         let s = String::from_utf8(Code::RouteNotFound.body(b"x\"y")).unwrap();
         assert!(s.ends_with(r#""request_id":"xy"}"#), "{s}");
+        let s = Code::Forbidden.body_with(b"r", Some("route `a\"b\\c\n`"));
+        let v: serde_json::Value = serde_json::from_slice(&s).unwrap();
+        assert_eq!(v["detail"], "route `a\"b\\c\n`");
+        assert_eq!(v["status"], 403);
     }
 }

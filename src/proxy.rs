@@ -20,6 +20,7 @@
 //! - `timeouts`: the 408 for a request head that never completed.
 
 mod ctx;
+mod fields;
 mod respond;
 mod rewrite;
 mod timeouts;
@@ -49,6 +50,7 @@ use crate::state::SharedState;
 use crate::timestamp;
 
 pub use ctx::RequestCtx;
+pub use fields::{detail, insert_credential_fields};
 pub use respond::{drain_timeout, failure_code, keep_alive_after_rejection, MAX_DRAIN_BYTES};
 pub use rewrite::{rewrite_upstream_headers, Rewrite};
 pub use timeouts::Timeouts;
@@ -121,7 +123,7 @@ impl ProxyHttp for ApiKeyProxy {
             req,
             ctx.client.addr,
             &self.limiter,
-            timestamp::now_unix(),
+            timestamp::now_unix_ms(),
         );
         let rejected = match &admission {
             Admission::Reject(r) => Some(r.code),
@@ -259,6 +261,18 @@ impl ProxyHttp for ApiKeyProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Ok(f) = ctx.forward() {
+            if !f.charge.is_empty() || f.sunset.is_some() {
+                insert_credential_fields(
+                    upstream_response,
+                    &ctx.state,
+                    f.route,
+                    &f.charge,
+                    f.sunset,
+                    timestamp::now_unix_ms(),
+                )?;
+            }
+        }
         upstream_response.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())
     }
 
@@ -361,6 +375,7 @@ impl ProxyHttp for ApiKeyProxy {
             request_id: ctx.request_id.as_bytes(),
             client: ctx.client.addr,
             error: e.map(|e| e.etype().as_str()),
+            key_expires_at: ctx.sunset(),
         });
     }
 }

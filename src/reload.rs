@@ -68,6 +68,7 @@ impl Reloader {
     /// The reload itself; returns whether it worked and a status line.
     async fn load_and_swap(&self) -> (bool, String) {
         let (path, metrics, hooks) = (self.config_path.clone(), self.metrics.clone(), self.hooks);
+        let previous = self.shared.load_full();
         let started = std::time::Instant::now();
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Parse on a thread of its own, at low priority: a million-key file takes about a
@@ -76,7 +77,7 @@ impl Reloader {
             .name("keygate-reload".into())
             .spawn(move || {
                 (hooks.background_priority)();
-                let result = state::load(&path, Some(&metrics)).map(|loaded| {
+                let result = state::reload(&path, Some(&metrics), &previous).map(|loaded| {
                     let c = loaded.state.key_counts(timestamp::now_unix());
                     (loaded, c)
                 });
@@ -109,11 +110,15 @@ impl Reloader {
                     service::summary(&state),
                     timestamp::format_rfc3339(timestamp::now_unix())
                 );
-                let old = self.shared.swap(Arc::new(state));
+                let new = Arc::new(state);
+                let old = self.shared.swap(new.clone());
                 self.metrics.load_succeeded(true, timestamp::now_unix());
                 info!(target: "keygate::reload", "configuration reloaded in {} ms: {summary}", started.elapsed().as_millis());
                 // Free the previous state off the async thread once in-flight requests let go.
+                // Last uses recorded on the old state while the new one was built carry over.
                 tokio::task::spawn_blocking(move || {
+                    new.merge_last_use(&old);
+                    drop(new);
                     drop(old);
                     (hooks.release_memory)();
                 });
@@ -189,6 +194,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "auth.brute_force.table_slots",
             old.auth.brute_force.table_slots != new.auth.brute_force.table_slots,
         ),
+        ("server.admin_listen", o.admin_listen != n.admin_listen),
     ];
     // Keep-alive, body timeout, header limits and the brute-force policy are applied per
     // request from the state: they reload live.

@@ -113,6 +113,21 @@ pub fn assemble(
         service.add_tcp(&config.server.metrics_listen);
         server.add_service(service);
     }
+    if !config.server.admin_listen.is_empty() {
+        let addr = &config.server.admin_listen;
+        if addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback())
+        {
+            log::warn!(target: "keygate::admin", "server.admin_listen {addr} is not a loopback address: anyone who can reach it and has the token can list keys");
+        }
+        let mut service = Service::new(
+            "keygate admin".to_string(),
+            crate::admin::AdminApp::new(shared.clone()),
+        );
+        service.add_tcp(addr);
+        server.add_service(service);
+    }
     server.add_service(background_service(
         "keygate readiness",
         Readiness::new(&config.server, summary, notifier.clone()),

@@ -68,6 +68,13 @@ pub fn listeners(server: &ServerConfig) -> Vec<(String, String, &'static str)> {
             "metrics",
         ));
     }
+    if !server.admin_listen.is_empty() {
+        out.push((
+            "server.admin_listen".to_string(),
+            server.admin_listen.clone(),
+            "admin",
+        ));
+    }
     out
 }
 

@@ -17,10 +17,12 @@
 mod build;
 mod keys;
 mod load;
+mod policy;
 mod problems;
 mod routes;
 mod upstream;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,17 +31,22 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::access::{Methods, Scopes};
 use crate::config::AuthMode;
 use crate::forwarded::TrustedProxies;
-use crate::keystore::KeyIndex;
-use crate::metrics::{Handles, KeyGauges, EXPIRING_SOON_SECONDS};
+use crate::keystore::{KeyEntry, KeyIndex};
+use crate::limits::{Counter, Spec};
+use crate::metrics::{Handles, KeyGauges};
 use crate::tls::OriginTrust;
 
 pub use build::{build, Inputs};
-pub use load::{load, load_with_secret, read_secret, Loaded, SHORT_SECRET};
+pub use load::{load, load_with_secret, read_secret, reload, Loaded, SHORT_SECRET};
 
 /// The state shared by every request and replaced whole by a reload.
 pub type SharedState = Arc<ArcSwap<State>>;
+
+/// A consumer counts as near its quota from this share of it used, in percent.
+pub const NEAR_QUOTA_PERCENT: u64 = 90;
 
 /// Longest key id accepted (it is forwarded in a header and logged).
 const MAX_ID_LEN: usize = 128;
@@ -59,6 +66,16 @@ pub struct Route {
     pub auth: AuthMode,
     /// Match `path_prefix` without regard to ASCII case (the upstream's origin does).
     pub case_insensitive: bool,
+    /// Scopes a key needs here.
+    pub scopes: Scopes,
+    /// Rate limit for consumers without their own, counted per consumer on this route.
+    pub default_rate: Option<Spec>,
+    /// Quota for consumers without their own, counted per consumer on this route.
+    pub default_quota: Option<Spec>,
+    /// Index into each consumer's [`Consumer::route_counters`], for routes with defaults.
+    pub limit_slot: Option<usize>,
+    /// Whether consumer and key limits apply here (`consumer_limits`).
+    pub consumer_limits: bool,
 }
 
 impl Route {
@@ -107,6 +124,31 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// A limit and its counter. Counters are shared with the previous state across a
+/// reload, so counts survive it.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    /// What it enforces.
+    pub spec: Spec,
+    /// Its count.
+    pub counter: Arc<Counter>,
+}
+
+/// A consumer's counters for one route's default limits.
+#[derive(Debug, Clone, Default)]
+pub struct RouteCounters {
+    /// For the route's `default_rate_limit` (when the consumer has no rate limit).
+    pub rate: Option<Arc<Counter>>,
+    /// For the route's `default_quota` (when the consumer has no quota).
+    pub quota: Option<Arc<Counter>>,
+}
+
+/// Whether route `route` is in an allow-list (`None`: every route).
+fn allowed(list: &Option<Box<[bool]>>, route: usize) -> bool {
+    list.as_ref()
+        .is_none_or(|a| a.get(route).copied().unwrap_or(false))
+}
+
 /// One consumer with its identity headers pre-built.
 #[derive(Debug)]
 pub struct Consumer {
@@ -116,18 +158,86 @@ pub struct Consumer {
     pub id_header: HeaderValue,
     /// `x-consumer-username` value, when a name is set.
     pub name_header: Option<HeaderValue>,
+    /// `x-consumer-custom-id` value, when set.
+    pub custom_id_header: Option<HeaderValue>,
+    /// `x-consumer-groups` value (comma-separated), when any.
+    pub groups_header: Option<HeaderValue>,
     /// Every key of this consumer is disabled.
     pub disabled: bool,
     /// `allowed[route_index]`; `None` means all routes.
     pub allowed: Option<Box<[bool]>>,
+    /// Methods allowed.
+    pub methods: Methods,
+    /// Scopes granted.
+    pub scopes: Scopes,
+    /// Own rate limit, shared by all keys and routes.
+    pub rate: Option<Limit>,
+    /// Own quota, shared by all keys and routes.
+    pub quota: Option<Limit>,
+    /// Counters for route defaults, by [`Route::limit_slot`] (empty when none apply).
+    pub route_counters: Box<[RouteCounters]>,
 }
 
 impl Consumer {
     /// Whether this consumer may use route `route`.
     pub fn may_use(&self, route: usize) -> bool {
-        self.allowed
-            .as_ref()
-            .is_none_or(|a| a.get(route).copied().unwrap_or(false))
+        allowed(&self.allowed, route)
+    }
+}
+
+/// What a key narrows or adds beyond its consumer, for the few keys that do.
+#[derive(Debug)]
+pub struct KeyPolicy {
+    /// Unix seconds before which the key is invalid (`i64::MIN`: none).
+    pub not_before: i64,
+    /// Route allow-list (within the consumer's); `None`: the consumer's.
+    pub allowed: Option<Box<[bool]>>,
+    /// Methods (within the consumer's).
+    pub methods: Methods,
+    /// Scopes (within the consumer's); [`Scopes::ALL`]: the consumer's.
+    pub scopes: Scopes,
+    /// Own rate limit, on top of the consumer's.
+    pub rate: Option<Limit>,
+    /// Own quota, on top of the consumer's.
+    pub quota: Option<Limit>,
+}
+
+impl KeyPolicy {
+    /// Whether this key may use route `route` (its own list; the consumer's is separate).
+    pub fn may_use(&self, route: usize) -> bool {
+        allowed(&self.allowed, route)
+    }
+}
+
+/// The credential's warning window and where clients read about it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyWarning {
+    /// Seconds before `expires_at` when the warning starts; 0: never.
+    pub seconds: i64,
+    /// `Link` value (`<url>; rel="deprecation"; type="text/html"`), when configured.
+    pub link: Option<HeaderValue>,
+}
+
+/// The admin listener's bearer token. Its `Debug` never shows it.
+pub struct AdminToken(pub(crate) [u8; 32]);
+
+impl AdminToken {
+    /// The token whose SHA-256 is kept (the token itself is not).
+    pub fn new(token: &[u8]) -> Self {
+        AdminToken(crate::apikey::digest(token))
+    }
+
+    /// Whether `presented` is the token, compared in constant time (of digests, so
+    /// neither length nor content leaks through timing).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(crate::apikey::digest(presented).ct_eq(&self.0))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
     }
 }
 
@@ -159,6 +269,8 @@ pub struct Source {
 /// Counts for `keygate check` and the key gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KeyCounts {
+    /// Keys whose `not_before` is still ahead.
+    pub pending: usize,
     /// Usable keys.
     pub active: usize,
     /// Keys past their expiry.
@@ -207,6 +319,16 @@ pub struct State {
     pub limits: Limits,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// Per-key narrowing and limits, by [`KeyEntry::policy`].
+    pub key_policies: Vec<KeyPolicy>,
+    /// When each key was last used (Unix seconds; 0: not since keygate started), by key index.
+    pub last_use: Box<[AtomicU32]>,
+    /// The scope names routes require, by bit.
+    pub scope_names: Vec<String>,
+    /// The expiry warning.
+    pub warning: KeyWarning,
+    /// The admin listener's token, when `server.admin_token` is set.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl State {
@@ -215,20 +337,47 @@ impl State {
         self.routes.iter().position(|r| r.matches(host, path))
     }
 
-    /// Count keys by state at time `now` (Unix seconds).
+    /// The policy of a key entry, when it has one.
+    pub fn key_policy(&self, entry: &KeyEntry) -> Option<&KeyPolicy> {
+        self.key_policies.get(entry.policy as usize)
+    }
+
+    /// The state of key `entry` at time `now` (Unix seconds).
+    pub fn key_state(&self, entry: &KeyEntry, now: i64) -> KeyState {
+        let consumer_disabled = self
+            .consumers
+            .get(entry.consumer as usize)
+            .is_none_or(|c| c.disabled);
+        if entry.disabled || consumer_disabled {
+            KeyState::Disabled
+        } else if entry.expires_at <= now {
+            KeyState::Expired
+        } else if self.key_policy(entry).is_some_and(|p| p.not_before > now) {
+            KeyState::Pending
+        } else if self.in_warning(entry.expires_at, now) {
+            KeyState::Expiring
+        } else {
+            KeyState::Active
+        }
+    }
+
+    /// Whether a key expiring at `expires_at` is inside its warning window at `now`.
+    pub fn in_warning(&self, expires_at: i64, now: i64) -> bool {
+        self.warning.seconds > 0
+            && expires_at != i64::MAX
+            && expires_at > now
+            && expires_at - now <= self.warning.seconds
+    }
+
+    /// Count keys by state at time `now` (Unix seconds); expiring keys count as active.
     pub fn key_counts(&self, now: i64) -> KeyCounts {
         let mut c = KeyCounts::default();
         for e in self.keys.entries() {
-            let consumer_disabled = self
-                .consumers
-                .get(e.consumer as usize)
-                .is_none_or(|c| c.disabled);
-            if e.disabled || consumer_disabled {
-                c.disabled += 1;
-            } else if e.expires_at <= now {
-                c.expired += 1;
-            } else {
-                c.active += 1;
+            match self.key_state(e, now) {
+                KeyState::Disabled => c.disabled += 1,
+                KeyState::Expired => c.expired += 1,
+                KeyState::Pending => c.pending += 1,
+                KeyState::Active | KeyState::Expiring => c.active += 1,
             }
         }
         c
@@ -236,27 +385,113 @@ impl State {
 
     /// The key gauges at time `now` (Unix seconds), for the telemetry listener.
     pub fn key_gauges(&self, now: i64) -> KeyGauges {
-        let c = self.key_counts(now);
-        let expiring_soon = self
-            .keys
-            .entries()
-            .iter()
-            .filter(|e| {
-                !e.disabled
-                    && e.expires_at > now
-                    && e.expires_at - now <= EXPIRING_SOON_SECONDS
-                    && self
-                        .consumers
-                        .get(e.consumer as usize)
-                        .is_some_and(|c| !c.disabled)
-            })
-            .count();
-        KeyGauges {
-            active: c.active as u64,
-            expired: c.expired as u64,
-            disabled: c.disabled as u64,
-            expiring_soon: expiring_soon as u64,
+        let mut g = KeyGauges {
             store_bytes: self.keys.heap_bytes() as u64,
+            ..KeyGauges::default()
+        };
+        for e in self.keys.entries() {
+            match self.key_state(e, now) {
+                KeyState::Disabled => g.disabled += 1,
+                KeyState::Expired => g.expired += 1,
+                KeyState::Pending => g.pending += 1,
+                KeyState::Active => g.active += 1,
+                KeyState::Expiring => {
+                    g.active += 1;
+                    g.expiring_soon += 1;
+                }
+            }
+        }
+        let (near, exhausted) = self.quota_usage(now.saturating_mul(1000));
+        g.quota_near = near;
+        g.quota_exhausted = exhausted;
+        g
+    }
+
+    /// Consumers near (at least [`NEAR_QUOTA_PERCENT`] used) and at (nothing left)
+    /// one of their quotas, their own or a route default's, at `now_ms` (Unix ms).
+    pub fn quota_usage(&self, now_ms: i64) -> (u64, u64) {
+        let (mut near, mut exhausted) = (0, 0);
+        for c in &self.consumers {
+            let own = c.quota.as_ref().map(|l| (l.spec, &*l.counter));
+            let defaults = self.routes.iter().filter_map(|r| {
+                let counter = c.route_counters.get(r.limit_slot?)?.quota.as_deref()?;
+                Some((r.default_quota?, counter))
+            });
+            let mut level = 0;
+            for (spec, counter) in own.into_iter().chain(defaults) {
+                let s = counter.peek(&spec, now_ms);
+                let limit = crate::limits::limit_of(&spec);
+                if s.remaining == 0 {
+                    level = 2;
+                } else if (limit - s.remaining) * 100 >= limit * NEAR_QUOTA_PERCENT {
+                    level = level.max(1);
+                }
+            }
+            match level {
+                2 => exhausted += 1,
+                1 => near += 1,
+                _ => {}
+            }
+        }
+        (near, exhausted)
+    }
+
+    /// Record that key `idx` was used at `now` (Unix seconds). Lock-free; writes only
+    /// when the second changed, so a busy key does not bounce its cache line.
+    pub fn touch(&self, idx: u32, now: i64) {
+        if let Some(slot) = self.last_use.get(idx as usize) {
+            let now = u32::try_from(now).unwrap_or(0);
+            if slot.load(Ordering::Relaxed) != now {
+                slot.store(now, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// When key `idx` was last used (Unix seconds), if since keygate started.
+    pub fn last_used(&self, idx: u32) -> Option<i64> {
+        self.last_use
+            .get(idx as usize)
+            .map(|s| i64::from(s.load(Ordering::Relaxed)))
+            .filter(|&t| t > 0)
+    }
+
+    /// Take the later last-use time of every key `previous` also has (same digest), for
+    /// uses recorded by requests still on the previous state while this one was built.
+    pub fn merge_last_use(&self, previous: &State) {
+        for (idx, e) in self.keys.entries().iter().enumerate() {
+            if let Some((old, _)) = previous.keys.lookup(&e.digest) {
+                if let (Some(slot), Some(t)) = (self.last_use.get(idx), previous.last_used(old)) {
+                    slot.fetch_max(u32::try_from(t).unwrap_or(0), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// What state a key is in, for listings and gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Usable.
+    Active,
+    /// Usable, inside its warning window before `expires_at`.
+    Expiring,
+    /// Not usable yet (`not_before` ahead).
+    Pending,
+    /// Past `expires_at`.
+    Expired,
+    /// Disabled directly or through its consumer.
+    Disabled,
+}
+
+impl KeyState {
+    /// The name used in listings and filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Expiring => "expiring",
+            KeyState::Pending => "pending",
+            KeyState::Expired => "expired",
+            KeyState::Disabled => "disabled",
         }
     }
 }

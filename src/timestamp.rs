@@ -12,8 +12,17 @@ pub fn now_unix() -> i64 {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm):
+/// year, month 1–12, day 1–31.
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -23,8 +32,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The civil date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+/// The civil date (year, month 1–12, day 1–31) of a day count since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -118,6 +127,14 @@ pub fn format_rfc3339_millis(secs: i64, millis: u32, out: &mut impl std::fmt::Wr
         t / 60 % 60,
         t % 60
     );
+}
+
+/// Format Unix seconds as an HTTP-date, `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110
+/// §5.6.7 IMF-fixdate); times before 1970 format as the epoch.
+pub fn format_http_date(secs: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    httpdate::fmt_http_date(t)
 }
 
 /// Format Unix seconds as a date-time `YYYY-MM-DDTHH:MM:SSZ`.

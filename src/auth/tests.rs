@@ -38,7 +38,7 @@ const API: usize = 3;
 const NOW: i64 = 1_800_000_000;
 
 fn auth(pairs: &[(&str, &[u8])]) -> AuthOutcome {
-    authenticate(&state(), API, &headers(pairs), NOW)
+    authenticate(&state(), API, &Method::GET, &headers(pairs), NOW)
 }
 
 fn rejected(r: Rejection) -> AuthOutcome {
@@ -156,8 +156,14 @@ fn expired_disabled_forbidden() {
     );
     let s = state();
     assert_eq!(
-        authenticate(&s, 2, &headers(&[("x-api-key", b"good-key")]), NOW),
-        rejected(Rejection::Forbidden)
+        authenticate(
+            &s,
+            2,
+            &Method::GET,
+            &headers(&[("x-api-key", b"good-key")]),
+            NOW
+        ),
+        rejected(Rejection::Forbidden(Denial::Route))
     );
 }
 
@@ -165,19 +171,25 @@ fn expired_disabled_forbidden() {
 fn optional_and_none_routes() {
     let s = state();
     assert_eq!(
-        authenticate(&s, 0, &headers(&[("x-api-key", b"bad")]), NOW),
+        authenticate(&s, 0, &Method::GET, &headers(&[("x-api-key", b"bad")]), NOW),
         AuthOutcome::Anonymous
     );
     assert_eq!(
-        authenticate(&s, 1, &headers(&[]), NOW),
+        authenticate(&s, 1, &Method::GET, &headers(&[]), NOW),
         AuthOutcome::Anonymous
     );
     assert_eq!(
-        authenticate(&s, 1, &headers(&[("x-api-key", b"bad")]), NOW),
+        authenticate(&s, 1, &Method::GET, &headers(&[("x-api-key", b"bad")]), NOW),
         rejected(Rejection::Invalid)
     );
     assert!(matches!(
-        authenticate(&s, 1, &headers(&[("x-api-key", b"good-key")]), NOW),
+        authenticate(
+            &s,
+            1,
+            &Method::GET,
+            &headers(&[("x-api-key", b"good-key")]),
+            NOW
+        ),
         AuthOutcome::Consumer { .. }
     ));
 }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
-use super::{AuthResult, ErrorKind, Metrics, NO_ROUTE};
+use super::{AuthResult, ErrorKind, LimitReason, Metrics, NO_ROUTE};
 
 /// Label children for one route.
 struct RouteHandles {
@@ -17,6 +17,8 @@ struct RouteHandles {
     name: String,
     by_status: Box<[OnceLock<IntCounter>]>,
     duration: Histogram,
+    limit_rejections: Vec<IntCounter>,
+    expiring_key_requests: IntCounter,
 }
 
 impl RouteHandles {
@@ -85,6 +87,11 @@ impl Metrics {
             name: name.to_string(),
             by_status: (100..600).map(|_| OnceLock::new()).collect(),
             duration: self.duration.with_label_values(&[name]),
+            limit_rejections: LimitReason::ALL
+                .iter()
+                .map(|r| self.limit_rejections.with_label_values(&[name, r.label()]))
+                .collect(),
+            expiring_key_requests: self.expiring_key_requests.with_label_values(&[name]),
         };
         Handles {
             routes: routes.iter().map(|r| route(r)).collect(),
@@ -131,6 +138,25 @@ impl Handles {
         }
         if let Some(c) = consumer.and_then(|c| self.consumers.get(c as usize)) {
             c.inc();
+        }
+    }
+
+    /// Count a request on `route` (index) refused by a consumer limit.
+    pub fn limit_rejection(&self, route: usize, reason: LimitReason) {
+        let idx = LimitReason::ALL.iter().position(|r| *r == reason);
+        if let Some(c) = self
+            .routes
+            .get(route)
+            .and_then(|r| r.limit_rejections.get(idx?))
+        {
+            c.inc();
+        }
+    }
+
+    /// Count a request on `route` (index) made with a key inside its warning window.
+    pub fn expiring_key_request(&self, route: usize) {
+        if let Some(r) = self.routes.get(route) {
+            r.expiring_key_requests.inc();
         }
     }
 

@@ -72,6 +72,15 @@ impl RequestCtx {
         }
     }
 
+    /// The key's `expires_at` (Unix seconds) when it is inside its warning window.
+    pub fn sunset(&self) -> Option<i64> {
+        match &self.decision {
+            Some(Admission::Forward(f)) => f.sunset,
+            Some(Admission::Reject(r)) => r.sunset,
+            None => None,
+        }
+    }
+
     /// `Retry-After` seconds for a rejection that has one.
     pub fn retry_after(&self) -> Option<u64> {
         match &self.decision {

@@ -10,7 +10,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use super::RequestCtx;
+use super::{fields, RequestCtx};
+use crate::admission::Admission;
 use crate::headers;
 use crate::problem::Code;
 use crate::state::{Limits, State};
@@ -31,7 +32,12 @@ static FORWARDED_METHODS: HeaderValue =
 /// Pingora's error when the response cannot be written (the client is gone).
 pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Result<()> {
     ctx.answered = Some(code);
-    let body = Bytes::from(code.body(ctx.request_id.as_bytes()));
+    let reject = match &ctx.decision {
+        Some(Admission::Reject(r)) if r.code == code => Some(r),
+        _ => None,
+    };
+    let detail = reject.and_then(|r| fields::detail(&ctx.state, r, &session.req_header().method));
+    let body = Bytes::from(code.body_with(ctx.request_id.as_bytes(), detail.as_deref()));
     let mut resp = ResponseHeader::build(code.status(), Some(7))?;
     resp.insert_header(header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
@@ -45,6 +51,18 @@ pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) ->
     }
     if code == Code::MethodNotAllowed {
         resp.insert_header(header::ALLOW, FORWARDED_METHODS.clone())?;
+    }
+    if let Some(r) = reject {
+        if let Some(route) = r.route {
+            fields::insert_credential_fields(
+                &mut resp,
+                &ctx.state,
+                route,
+                &r.charge,
+                r.sunset,
+                timestamp::now_unix_ms(),
+            )?;
+        }
     }
     if keep_alive_after_rejection(session.req_header(), code) {
         // A small body still on the wire is read and discarded, so the next request on

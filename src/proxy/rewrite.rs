@@ -98,7 +98,8 @@ pub fn insert_secret(req: &mut RequestHeader, secret: &Secret) -> Result<()> {
     req.insert_header(secret.header_case.clone(), secret.value.clone())
 }
 
-/// Add the identity: the consumer and key ids (and name), or `x-anonymous-consumer`.
+/// Add the identity: the consumer and key ids (and name, custom id, groups), or
+/// `x-anonymous-consumer`.
 ///
 /// # Errors
 /// Pingora's error when a header cannot be inserted.
@@ -113,6 +114,12 @@ pub fn insert_identity(
                 req.insert_header(headers::X_CONSUMER_ID.clone(), c.id_header.clone())?;
                 if let Some(n) = &c.name_header {
                     req.insert_header(headers::X_CONSUMER_USERNAME.clone(), n.clone())?;
+                }
+                if let Some(v) = &c.custom_id_header {
+                    req.insert_header(headers::X_CONSUMER_CUSTOM_ID.clone(), v.clone())?;
+                }
+                if let Some(v) = &c.groups_header {
+                    req.insert_header(headers::X_CONSUMER_GROUPS.clone(), v.clone())?;
                 }
             }
             if let Some(id) = state.keys.id_header(key) {
@@ -202,6 +209,8 @@ routes:
             target: None,
             host: HeaderValue::from_static("api.test"),
             host_changed: false,
+            charge: Default::default(),
+            sunset: None,
         }
     }
 

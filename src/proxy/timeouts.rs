@@ -51,6 +51,7 @@ impl TimeoutReporter for Timeouts {
             request_id: id.as_bytes(),
             client,
             error: Some("request head timed out"),
+            key_expires_at: None,
         });
         Some(out)
     }

@@ -14,11 +14,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
-use super::keys::KeysBuilder;
+use super::keys::{Built, Context, KeysBuilder};
 use super::problems::Problems;
 use super::routes::routes;
 use super::upstream::upstreams;
-use super::{Limits, Secret, Source, State};
+use super::{AdminToken, KeyWarning, Limits, Secret, Source, State};
 use crate::config::{resolve_relative, Config, ConfigError, ConsumerConfig, KeysFile};
 use crate::forwarded::TrustedProxies;
 use crate::headers;
@@ -42,6 +42,10 @@ pub struct Inputs<'a> {
     /// Where the state's metric handles come from; `None` records nothing (`check`,
     /// tests, benches).
     pub metrics: Option<&'a Metrics>,
+    /// The state being replaced on reload: its counters and last-use times carry over.
+    pub previous: Option<&'a State>,
+    /// The admin listener's token, when `server.admin_token` is set.
+    pub admin_token: Option<&'a [u8]>,
 }
 
 /// Build the state from a parsed keys file, checking everything that needs the whole
@@ -88,12 +92,16 @@ pub(super) fn build_streaming(
         &mut p,
     );
     let (upstreams, upstream_index) = upstreams(config, config_path, &mut p);
-    let (routes, route_index) = routes(config, config_path, &upstreams, &upstream_index, &mut p);
+    let routes = routes(config, config_path, &upstreams, &upstream_index, &mut p);
+    let warning = warning(config, config_path, &mut p);
+    let admin_token = admin(config, config_path, inputs.admin_token, &mut p);
 
     let mut keys = KeysBuilder::new(
-        inputs.keys_path,
-        &route_index,
-        config.routes.len(),
+        Context {
+            file: inputs.keys_path,
+            routes: &routes,
+            previous: inputs.previous,
+        },
         key_capacity,
     );
     if let Err(e) = feed(&mut |ci, c| keys.add(ci, c)) {
@@ -102,8 +110,16 @@ pub(super) fn build_streaming(
             read => return Err(read),
         }
     }
-    let (consumers, index, problems) = keys.finish();
+    let Built {
+        consumers,
+        index,
+        policies,
+        last_use,
+        problems,
+    } = keys.finish();
     p.list.extend(problems.list);
+    let scope_names = routes.scope_names;
+    let routes = routes.routes;
 
     if !p.list.is_empty() {
         return Err(ConfigError::Invalid(p.list));
@@ -133,7 +149,74 @@ pub(super) fn build_streaming(
         handles,
         limits,
         trusted_proxies,
+        key_policies: policies,
+        last_use,
+        scope_names,
+        warning,
+        admin_token,
     })
+}
+
+/// The key-expiry warning: its window and the documentation link.
+fn warning(config: &Config, cfg: &Path, p: &mut Problems) -> KeyWarning {
+    let a = &config.auth;
+    let seconds = i64::try_from(a.key_expiry_warning_seconds).unwrap_or(i64::MAX);
+    let link = a.deprecation_link.as_ref().and_then(|url| {
+        let ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.len() > "https://".len()
+            && url
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"<>\"\\`{}|^".contains(&b));
+        if !ok {
+            p.add(
+                cfg,
+                "auth.deprecation_link",
+                format!("`{url}` is not an absolute http(s) URL"),
+            );
+            return None;
+        }
+        HeaderValue::from_str(&format!("<{url}>; rel=\"deprecation\"; type=\"text/html\"")).ok()
+    });
+    KeyWarning { seconds, link }
+}
+
+/// The admin listener: its address and token (the address is applied at start only).
+fn admin(
+    config: &Config,
+    cfg: &Path,
+    token: Option<&[u8]>,
+    p: &mut Problems,
+) -> Option<AdminToken> {
+    let s = &config.server;
+    if !s.admin_listen.is_empty() {
+        if s.admin_listen.parse::<SocketAddr>().is_err() {
+            p.add(
+                cfg,
+                "server.admin_listen",
+                format!(
+                    "`{}` is not an ip:port address (or empty to disable)",
+                    s.admin_listen
+                ),
+            );
+        }
+        if s.admin_token.is_none() {
+            p.add(
+                cfg,
+                "server.admin_token",
+                "the admin listener needs a token: set `admin_token: { env | file | credential }`",
+            );
+        }
+    }
+    let token = token?;
+    if token.len() < 16 || !token.iter().all(u8::is_ascii_graphic) {
+        p.add(
+            cfg,
+            "server.admin_token",
+            "the admin token must be at least 16 printable ASCII characters without spaces",
+        );
+        return None;
+    }
+    Some(AdminToken::new(token))
 }
 
 /// Listeners and process settings: validated here so `check` reports them, though only

@@ -43,6 +43,28 @@ pub fn load_with_secret(
     metrics: Option<&Metrics>,
     secret: Option<&SecretSource>,
 ) -> Result<Loaded, ConfigError> {
+    load_inner(config_path, metrics, secret, None)
+}
+
+/// [`load`] for a reload: rate-limit counters and last-use times of the consumers and
+/// keys that remain carry over from `previous`.
+///
+/// # Errors
+/// As [`load`].
+pub fn reload(
+    config_path: &Path,
+    metrics: Option<&Metrics>,
+    previous: &State,
+) -> Result<Loaded, ConfigError> {
+    load_inner(config_path, metrics, None, Some(previous))
+}
+
+fn load_inner(
+    config_path: &Path,
+    metrics: Option<&Metrics>,
+    secret: Option<&SecretSource>,
+    previous: Option<&State>,
+) -> Result<Loaded, ConfigError> {
     let config = Config::load(config_path)?;
     let keys_path = resolve_relative(config_path, &config.auth.keys_file);
     let keys_text = crate::config::read(&keys_path)?;
@@ -63,6 +85,10 @@ pub fn load_with_secret(
             secret.len()
         ));
     }
+    let admin_token = match &config.server.admin_token {
+        Some(source) => Some(read_secret(source, config_path, "server.admin_token")?),
+        None => None,
+    };
     // About 90 bytes of YAML or JSON per key: reserve once instead of growing a million times.
     let capacity = keys_text.len() / 90;
     let inputs = Inputs {
@@ -71,6 +97,8 @@ pub fn load_with_secret(
         keys_path: &keys_path,
         secret: secret.as_bytes(),
         metrics,
+        previous,
+        admin_token: admin_token.as_deref().map(str::as_bytes),
     };
     let state = build_streaming(inputs, capacity, |add| {
         crate::config::for_each_consumer(&keys_text, &keys_path, add)
@@ -101,12 +129,12 @@ pub fn read_secret(
             Ok(_) => Err(ConfigError::one(
                 config_path,
                 format!("{field}.env"),
-                format!("environment variable {var} is empty; keygate never proxies without the shared secret"),
+                format!("environment variable {var} is empty; {}", needed(field)),
             )),
             Err(_) => Err(ConfigError::one(
                 config_path,
                 format!("{field}.env"),
-                format!("environment variable {var} is not set; keygate never proxies without the shared secret"),
+                format!("environment variable {var} is not set; {}", needed(field)),
             )),
         },
         SecretSource::Credential(name) => {
@@ -117,11 +145,26 @@ pub fn read_secret(
                     format!("$CREDENTIALS_DIRECTORY is not set: the systemd credential `{name}` exists only inside the unit (LoadCredential={name}:...); outside it, check with `keygate check --secret-file FILE`"),
                 ));
             };
-            read_secret_file(&Path::new(&dir).join(name), config_path, &format!("{field}.credential"))
+            read_secret_file(
+                &Path::new(&dir).join(name),
+                config_path,
+                &format!("{field}.credential"),
+            )
         }
-        SecretSource::File(file) => {
-            read_secret_file(&resolve_relative(config_path, file), config_path, &format!("{field}.file"))
-        }
+        SecretSource::File(file) => read_secret_file(
+            &resolve_relative(config_path, file),
+            config_path,
+            &format!("{field}.file"),
+        ),
+    }
+}
+
+/// Why a missing secret stops keygate, for the field it was configured in.
+fn needed(field: &str) -> &'static str {
+    if field.starts_with("secret") {
+        "keygate never proxies without the shared secret"
+    } else {
+        "keygate does not start without it"
     }
 }
 
@@ -143,10 +186,7 @@ fn read_secret_file(path: &Path, config_path: &Path, field: &str) -> Result<Stri
                 return Err(ConfigError::one(
                     config_path,
                     field,
-                    format!(
-                        "secret file {} is empty; keygate never proxies without the shared secret",
-                        path.display()
-                    ),
+                    format!("secret file {} is empty; {}", path.display(), needed(field)),
                 ));
             }
             Ok(v.to_string())

@@ -4,19 +4,35 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::problems::Problems;
-use super::{valid_id, Route, Upstream};
+use super::{policy, valid_id, Route, Upstream};
+use crate::access::{self, Scopes, MAX_SCOPES};
 use crate::config::Config;
 
-/// Routes in match order, and route names to indices (for consumer allow-lists).
+/// The routes of a configuration and what consumers refer to them by.
+pub(super) struct Routes<'c> {
+    /// Routes in match order.
+    pub(super) routes: Vec<Route>,
+    /// Route names to indices (for allow-lists).
+    pub(super) index: HashMap<&'c str, usize>,
+    /// Scope names routes require, by bit.
+    pub(super) scope_names: Vec<String>,
+    /// Scope names to bits.
+    pub(super) scope_bits: HashMap<String, u32>,
+}
+
+/// Routes in match order, route names to indices, and the scopes they require.
 pub(super) fn routes<'c>(
     config: &'c Config,
     cfg: &Path,
     upstreams: &[Upstream],
     upstream_index: &HashMap<&str, usize>,
     p: &mut Problems,
-) -> (Vec<Route>, HashMap<&'c str, usize>) {
+) -> Routes<'c> {
     let mut routes = Vec::new();
     let mut route_index = HashMap::new();
+    let mut scope_names: Vec<String> = Vec::new();
+    let mut scope_bits: HashMap<String, u32> = HashMap::new();
+    let mut limit_slots = 0;
     if config.routes.is_empty() {
         p.add(cfg, "routes", "at least one route is needed");
     }
@@ -66,6 +82,57 @@ pub(super) fn routes<'c>(
                 0
             }
         };
+        let mut scopes = Scopes::default();
+        for (si, name) in r.scopes.iter().enumerate() {
+            if !access::valid_scope(name) {
+                p.add(
+                    cfg,
+                    format!("{f}.scopes[{si}]"),
+                    "scope names are 1-64 of A-Z a-z 0-9 . _ - : /",
+                );
+                continue;
+            }
+            let next = scope_bits.len() as u32;
+            let bit = *scope_bits.entry(name.clone()).or_insert_with(|| {
+                scope_names.push(name.clone());
+                next
+            });
+            if bit as usize >= MAX_SCOPES {
+                p.add(
+                    cfg,
+                    format!("{f}.scopes[{si}]"),
+                    format!("routes may require at most {MAX_SCOPES} distinct scopes"),
+                );
+                continue;
+            }
+            scopes.0 |= 1 << bit;
+        }
+        if !r.scopes.is_empty() && r.auth != crate::config::AuthMode::Required {
+            p.add(
+                cfg,
+                format!("{f}.scopes"),
+                "scopes need `auth: required` (a request without a key could not have them)",
+            );
+        }
+        let default_rate = policy::rate(
+            &r.default_rate_limit,
+            cfg,
+            &|| format!("{f}.default_rate_limit"),
+            p,
+        );
+        let default_quota =
+            policy::quota(&r.default_quota, cfg, &|| format!("{f}.default_quota"), p);
+        if !r.consumer_limits && (default_rate.is_some() || default_quota.is_some()) {
+            p.add(
+                cfg,
+                format!("{f}.consumer_limits"),
+                "a route that opts out of consumer limits cannot set default limits",
+            );
+        }
+        let limit_slot = (default_rate.is_some() || default_quota.is_some()).then(|| {
+            limit_slots += 1;
+            limit_slots - 1
+        });
         routes.push(Route {
             name: r.name.clone(),
             host,
@@ -75,9 +142,19 @@ pub(super) fn routes<'c>(
             case_insensitive: upstreams
                 .get(upstream)
                 .is_some_and(|u| u.case_insensitive_paths),
+            scopes,
+            default_rate,
+            default_quota,
+            limit_slot,
+            consumer_limits: r.consumer_limits,
         });
     }
-    (routes, route_index)
+    Routes {
+        routes,
+        index: route_index,
+        scope_names,
+        scope_bits,
+    }
 }
 
 /// A route prefix must be a canonical path, or no request could ever match it.

@@ -52,7 +52,8 @@ fn builds_and_counts() {
         KeyCounts {
             active: 1,
             expired: 1,
-            disabled: 1
+            disabled: 1,
+            pending: 0,
         }
     );
     let (idx, e) = s.keys.lookup(&crate::apikey::digest(b"key-one")).unwrap();
@@ -124,6 +125,8 @@ fn secret_must_be_present_and_printable() {
             keys_path: Path::new("keys.yaml"),
             secret: b"has space",
             metrics: None,
+            previous: None,
+            admin_token: None,
         },
         &KeysFile::default(),
     )
