@@ -18,6 +18,8 @@ use crate::state;
 
 /// Default configuration path.
 pub const DEFAULT_CONFIG: &str = "/etc/keygate/keygate.yaml";
+/// Default keys file path (as the package installs it).
+pub const DEFAULT_KEYS_FILE: &str = "/etc/keygate/keys.yaml";
 
 /// keygate: a self-hosted API-key gateway on Pingora.
 #[derive(Debug, Parser)]
@@ -89,11 +91,26 @@ pub enum Command {
         #[arg(long)]
         no_check: bool,
     },
-    /// Generate a new API key and print it with its keys.yaml entry.
+    /// Generate a new API key and print it with its keys.yaml entry; with `--rotate`,
+    /// a successor for an existing key and the old key's expiry after a grace period.
     Keygen {
         /// The consumer the key is for.
-        #[arg(long)]
-        consumer: String,
+        #[arg(long, required_unless_present = "rotate")]
+        consumer: Option<String>,
+        /// Rotate this key: a new key for the same consumer, with the same routes,
+        /// methods, scopes and limits, and `expires_at` on this one after `--grace`.
+        #[arg(long, value_name = "KEY_ID", requires = "grace", conflicts_with_all = ["consumer", "append"])]
+        rotate: Option<String>,
+        /// With --rotate: how long the old key keeps working (e.g. 72h, 3d, 90m).
+        #[arg(long, value_name = "DURATION", requires = "rotate")]
+        grace: Option<String>,
+        /// With --rotate: the keys file holding the key.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_KEYS_FILE, requires = "rotate")]
+        keys_file: PathBuf,
+        /// With --rotate: make both changes in the keys file (atomically, comments kept)
+        /// instead of printing them.
+        #[arg(long, requires = "rotate")]
+        write: bool,
         /// The key's id (default: CONSUMER-YYYYMMDD-RANDOM).
         #[arg(long)]
         key_id: Option<String>,
@@ -104,6 +121,22 @@ pub enum Command {
         /// comments); for an existing consumer or a JSON file, print what to add instead.
         #[arg(long, value_name = "KEYS_FILE")]
         append: Option<PathBuf>,
+    },
+    /// List keys: id, consumer, state, validity and limit usage (never a digest), from
+    /// the files; a running keygate's admin listener (`GET /keys`) adds last use.
+    Keys {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        config: ConfigArg,
+        /// Only this consumer's keys.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Only keys in this state: active, expiring, pending, expired, disabled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Read a key on stdin and print its SHA-256 digest in hex.
     Hash,
@@ -176,6 +209,50 @@ impl ConfigArg {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
     }
+}
+
+/// Why `keygate keys` printed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// A filter is malformed.
+    #[error("--{0}")]
+    Filter(String),
+    /// The configuration or keys file has problems.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// `keygate keys`: the key listing of the configuration at `config`, offline (no last
+/// use, limit usage at zero), as a table or JSON.
+///
+/// # Errors
+/// Every problem of the configuration and keys file, or a bad `--state`.
+pub fn keys(
+    config: &Path,
+    consumer: Option<&str>,
+    key_state: Option<&str>,
+    json: bool,
+) -> Result<String, KeysError> {
+    let filter = crate::keylist::Filter {
+        consumer: consumer.map(str::to_string),
+        state: key_state
+            .map(crate::keylist::parse_state)
+            .transpose()
+            .map_err(KeysError::Filter)?,
+        unused_days: None,
+    };
+    let loaded = state::load_without_secrets(config)?;
+    let listing = crate::keylist::list(
+        &loaded.state,
+        &filter,
+        crate::timestamp::now_unix_ms(),
+        false,
+    );
+    Ok(if json {
+        String::from_utf8_lossy(&crate::keylist::json(&listing)).into_owned()
+    } else {
+        crate::keylist::text(&listing, false)
+    })
 }
 
 /// Validate everything `run` would load and describe it in one line; with `secret_file`,

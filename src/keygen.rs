@@ -11,6 +11,10 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+mod rotate;
+
+pub use rotate::{parse_grace, rotate, write_rotation, Rotation};
+
 use crate::apikey;
 use crate::config::KeysFile;
 use crate::state::valid_id;
@@ -39,6 +43,17 @@ pub enum KeygenError {
     /// The keys file does not parse now; it is left alone.
     #[error("{0}")]
     Invalid(crate::config::ConfigError),
+    /// `--grace` is not a duration such as `72h`.
+    #[error("--grace `{0}` is not a duration such as 72h, 3d or 90m")]
+    BadGrace(String),
+    /// The key to rotate is not in the keys file.
+    #[error("{path}: there is no key with id `{id}`")]
+    NoSuchKey {
+        /// The keys file.
+        path: PathBuf,
+        /// The id asked for.
+        id: String,
+    },
 }
 
 /// What to make.
@@ -67,6 +82,9 @@ pub struct Keygen {
     pub expires_at: Option<String>,
     /// Remarks for the operator (e.g. an expiry in the past).
     pub warnings: Vec<String>,
+    /// More fields of the entry, as `name: value` YAML (a rotation copies the old key's
+    /// routes, methods, scopes and limits).
+    pub fields: Vec<(&'static str, String)>,
 }
 
 /// Make a key for `req.consumer` at time `now` (Unix seconds).
@@ -104,6 +122,7 @@ pub fn generate(req: &Request<'_>, now: i64) -> Result<Keygen, KeygenError> {
         key_id,
         expires_at: req.expires_at.map(str::to_string),
         warnings,
+        fields: Vec::new(),
     })
 }
 
@@ -117,6 +136,9 @@ impl Keygen {
         );
         if let Some(t) = &self.expires_at {
             e.push_str(&format!("{pad}  expires_at: {t}\n"));
+        }
+        for (name, value) in &self.fields {
+            e.push_str(&format!("{pad}  {name}: {value}\n"));
         }
         e
     }
@@ -275,7 +297,7 @@ fn with_consumer(text: &str, k: &Keygen) -> Option<String> {
 }
 
 /// Replace `path` by `text` atomically, keeping its permissions.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let name = path
         .file_name()

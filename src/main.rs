@@ -80,12 +80,43 @@ fn main() -> ExitCode {
             key_id,
             expires_at,
             append,
+            rotate: Some(old),
+            grace,
+            keys_file,
+            write,
+        } => {
+            let _ = (consumer, append);
+            report(rotate(
+                &keys_file,
+                &old,
+                grace.as_deref().unwrap_or(""),
+                key_id.as_deref(),
+                expires_at.as_deref(),
+                write,
+            ))
+        }
+        Command::Keygen {
+            consumer,
+            key_id,
+            expires_at,
+            append,
+            ..
         } => report(keygen(
-            &consumer,
+            consumer.as_deref().unwrap_or(""),
             key_id.as_deref(),
             expires_at.as_deref(),
             append.as_deref(),
         )),
+        Command::Keys {
+            config,
+            consumer,
+            state,
+            json,
+        } => report(
+            cli::keys(&config.path(), consumer.as_deref(), state.as_deref(), json)
+                .map(|t| print!("{t}"))
+                .map_err(anyhow::Error::from),
+        ),
         Command::Hash => report(
             cli::hash(std::io::stdin().lock())
                 .map(|d| println!("{d}"))
@@ -191,6 +222,50 @@ fn keygen(
                 k.key
             );
             eprintln!("keygate: {} was not changed.\n{what}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// `keygate keygen --rotate`: print the new key once and the two edits, or make them.
+fn rotate(
+    keys_file: &Path,
+    old: &str,
+    grace: &str,
+    key_id: Option<&str>,
+    expires_at: Option<&str>,
+    write: bool,
+) -> anyhow::Result<()> {
+    let grace = keygate::keygen::parse_grace(grace)?;
+    let now = keygate::timestamp::now_unix();
+    let r = keygate::keygen::rotate(keys_file, old, grace, key_id, expires_at, now)?;
+    for w in &r.new.warnings {
+        eprintln!("keygate: warning: {w}");
+    }
+    if !write {
+        print!("{}", r.text());
+        return Ok(());
+    }
+    match keygate::keygen::write_rotation(&r)? {
+        keygate::keygen::Appended::Added => {
+            println!(
+                "# New API key for consumer `{}`, replacing `{old}`. It is shown only this once: hand it to the client now.\n{}\n",
+                r.new.consumer, r.new.key
+            );
+            eprintln!(
+                "keygate: added key `{}` to consumer `{}` and set `{old}` to expire at {} in {}; reload keygate to apply",
+                r.new.key_id,
+                r.new.consumer,
+                r.old_expires_at,
+                keys_file.display()
+            );
+        }
+        keygate::keygen::Appended::Instructions(what) => {
+            eprintln!(
+                "keygate: {} was not changed: its layout is not one keygate edits safely.",
+                keys_file.display()
+            );
+            print!("{what}");
         }
     }
     Ok(())

@@ -40,7 +40,9 @@ use crate::metrics::{Handles, KeyGauges};
 use crate::tls::OriginTrust;
 
 pub use build::{build, Inputs};
-pub use load::{load, load_with_secret, read_secret, reload, Loaded, SHORT_SECRET};
+pub use load::{
+    load, load_with_secret, load_without_secrets, read_secret, reload, Loaded, SHORT_SECRET,
+};
 
 /// The state shared by every request and replaced whole by a reload.
 pub type SharedState = Arc<ArcSwap<State>>;

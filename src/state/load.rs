@@ -43,8 +43,29 @@ pub fn load_with_secret(
     metrics: Option<&Metrics>,
     secret: Option<&SecretSource>,
 ) -> Result<Loaded, ConfigError> {
-    load_inner(config_path, metrics, secret, None)
+    load_inner(config_path, metrics, Secrets::Read(secret), None)
 }
+
+/// [`load`] without reading any secret (the shared secret and admin token are replaced
+/// by placeholders), for tools that only look at routes and keys: `keygate keys`.
+///
+/// # Errors
+/// As [`load`], minus secret problems.
+pub fn load_without_secrets(config_path: &Path) -> Result<Loaded, ConfigError> {
+    load_inner(config_path, None, Secrets::Placeholders, None)
+}
+
+/// Where a load's secrets come from.
+#[derive(Clone, Copy)]
+enum Secrets<'a> {
+    /// The configured sources, or this file for the shared secret.
+    Read(Option<&'a SecretSource>),
+    /// Placeholders: nothing is read (the state must never serve).
+    Placeholders,
+}
+
+/// Stands in for secrets in a state that never serves.
+const PLACEHOLDER: &str = "placeholder-never-served-0123456789";
 
 /// [`load`] for a reload: rate-limit counters and last-use times of the consumers and
 /// keys that remain carry over from `previous`.
@@ -56,13 +77,13 @@ pub fn reload(
     metrics: Option<&Metrics>,
     previous: &State,
 ) -> Result<Loaded, ConfigError> {
-    load_inner(config_path, metrics, None, Some(previous))
+    load_inner(config_path, metrics, Secrets::Read(None), Some(previous))
 }
 
 fn load_inner(
     config_path: &Path,
     metrics: Option<&Metrics>,
-    secret: Option<&SecretSource>,
+    secrets: Secrets<'_>,
     previous: Option<&State>,
 ) -> Result<Loaded, ConfigError> {
     let config = Config::load(config_path)?;
@@ -76,8 +97,24 @@ fn load_inner(
             "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
         ));
     }
-    let source = secret.unwrap_or(&config.secret.source);
-    let secret = read_secret(source, config_path, "secret")?;
+    let (secret, admin_token) = match secrets {
+        Secrets::Read(secret) => {
+            let source = secret.unwrap_or(&config.secret.source);
+            let admin = match &config.server.admin_token {
+                Some(source) => Some(read_secret(source, config_path, "server.admin_token")?),
+                None => None,
+            };
+            (read_secret(source, config_path, "secret")?, admin)
+        }
+        Secrets::Placeholders => (
+            PLACEHOLDER.to_string(),
+            config
+                .server
+                .admin_token
+                .as_ref()
+                .map(|_| PLACEHOLDER.to_string()),
+        ),
+    };
     let mut warnings = Vec::new();
     if secret.len() < SHORT_SECRET {
         warnings.push(format!(
@@ -85,10 +122,6 @@ fn load_inner(
             secret.len()
         ));
     }
-    let admin_token = match &config.server.admin_token {
-        Some(source) => Some(read_secret(source, config_path, "server.admin_token")?),
-        None => None,
-    };
     // About 90 bytes of YAML or JSON per key: reserve once instead of growing a million times.
     let capacity = keys_text.len() / 90;
     let inputs = Inputs {

@@ -167,3 +167,136 @@ fn tls_upstream_defaults_sni_to_host() {
     let s = build_from(&config, &keys_yaml()).unwrap();
     assert_eq!(s.upstreams[0].peer.sni, "localhost");
 }
+
+#[test]
+fn access_fields_are_validated_whole() {
+    let config = CONFIG.replace(
+        "  - { name: admin, path_prefix: /admin, upstream: origin, auth: required }",
+        "  - { name: admin, path_prefix: /admin, upstream: origin, auth: required, scopes: [\"ops:admin\", \"bad scope\"], default_rate_limit: { requests: 0, window_seconds: 90000 } }
+  - { name: free, path_prefix: /free, upstream: origin, auth: optional, scopes: [x], consumer_limits: false, default_quota: { requests: 5, period: day } }",
+    ) + "  # end\n";
+    let config = config.replace(
+        "auth: { keys_file: keys.yaml }",
+        "auth: { keys_file: keys.yaml, deprecation_link: \"javascript:alert(1)\" }\nserver: { admin_listen: \"127.0.0.1:9465\" }",
+    );
+    let d = |k: &[u8]| hex::encode(crate::apikey::digest(k));
+    let keys = format!(
+        r#"
+consumers:
+  - id: acme
+    routes: [api]
+    methods: [GET, get]
+    scopes: ["ops:admin"]
+    groups: ["a,b"]
+    quota: {{ requests: 0, period: day }}
+    keys:
+      - {{ id: k1, sha256: "{}", scopes: ["ops:admin", "other"], routes: [api, admin], not_before: 2030-01-01T00:00:00Z, expires_at: 2029-01-01T00:00:00Z }}
+  - id: bravo
+    methods: [GET]
+    keys:
+      - {{ id: k2, sha256: "{}", methods: [POST] }}
+"#,
+        d(b"k1"),
+        d(b"k2")
+    );
+    let e = build_from(&config, &keys).unwrap_err().to_string();
+    for want in [
+        "routes[0].scopes[1]: scope names are",
+        "routes[0].default_rate_limit.requests: must be between 1 and",
+        "routes[0].default_rate_limit.window_seconds: must be between 1 and 86400",
+        "routes[1].scopes: scopes need `auth: required`",
+        "routes[1].consumer_limits: a route that opts out",
+        "auth.deprecation_link: `javascript:alert(1)` is not an absolute http(s) URL",
+        "server.admin_token: the admin listener needs a token",
+        "consumers[0].methods[1]: `get` is not one of GET",
+        "consumers[0].groups[0]: group names are printable ASCII without commas",
+        "consumers[0].quota.requests: must be between 1",
+        "consumers[0].keys[0].not_before: must be earlier than `expires_at`",
+        "consumers[0].keys[0].routes: route `admin` is not in the consumer's `routes`",
+        "consumers[0].keys[0].scopes[1]: scope `other` is not granted to the consumer",
+        "consumers[1].keys[0].methods: a key can only narrow its consumer's `methods`",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn a_reload_carries_counters_and_last_use_by_consumer_id_and_key_digest() {
+    let d = |k: &[u8]| hex::encode(crate::apikey::digest(k));
+    let keys = |b_rate: bool| {
+        format!(
+            r#"
+consumers:
+  - id: acme
+    rate_limit: {{ requests: 5, window_seconds: 60 }}
+    keys:
+      - {{ id: a1, sha256: "{}", quota: {{ requests: 9, period: month }} }}
+  - id: bravo
+    {}
+    keys:
+      - {{ id: b1, sha256: "{}" }}
+"#,
+            d(b"a1"),
+            if b_rate {
+                "rate_limit: { requests: 5, window_seconds: 60 }"
+            } else {
+                "name: Bravo"
+            },
+            d(b"b1"),
+        )
+    };
+    let old = build_from(CONFIG, &keys(true)).unwrap();
+    let a = &old.consumers[0];
+    let now_ms = 1_800_000_000_000;
+    let mut out = [crate::limits::Standing::default(); 1];
+    let spec = a.rate.as_ref().unwrap().spec;
+    assert!(crate::limits::reserve_all(
+        &[(&spec, &a.rate.as_ref().unwrap().counter)],
+        now_ms,
+        &mut out
+    ));
+    old.touch(0, 1_800_000_000);
+    let c = Config::from_yaml(CONFIG, Path::new("keygate.yaml")).unwrap();
+    // The keys file renamed acme's key but kept its digest; bravo lost its limit.
+    let text = keys(false).replace("id: a1", "id: a1-renamed");
+    let file = KeysFile::from_yaml(&text, Path::new("keys.yaml")).unwrap();
+    let new = build(
+        Inputs {
+            config: &c,
+            config_path: Path::new("keygate.yaml"),
+            keys_path: Path::new("keys.yaml"),
+            secret: b"secret-secret-secret",
+            metrics: None,
+            previous: Some(&old),
+            admin_token: None,
+        },
+        &file,
+    )
+    .unwrap();
+    let na = &new.consumers[0];
+    assert!(Arc::ptr_eq(
+        &na.rate.as_ref().unwrap().counter,
+        &a.rate.as_ref().unwrap().counter
+    ));
+    assert_eq!(
+        na.rate
+            .as_ref()
+            .unwrap()
+            .counter
+            .peek(&spec, now_ms)
+            .remaining,
+        4
+    );
+    let (idx, e) = new.keys.lookup(&crate::apikey::digest(b"a1")).unwrap();
+    let (_, oe) = old.keys.lookup(&crate::apikey::digest(b"a1")).unwrap();
+    assert!(Arc::ptr_eq(
+        &new.key_policy(e).unwrap().quota.as_ref().unwrap().counter,
+        &old.key_policy(oe).unwrap().quota.as_ref().unwrap().counter
+    ));
+    assert_eq!(new.last_used(idx), Some(1_800_000_000));
+    assert!(new.consumers[1].rate.is_none());
+    // A later use on the old state is merged after the swap.
+    old.touch(0, 1_800_000_100);
+    new.merge_last_use(&old);
+    assert_eq!(new.last_used(idx), Some(1_800_000_100));
+}

@@ -27,3 +27,5 @@ mod leaks;
 mod lifecycle;
 // The service manager hears the truth: start-up failures, readiness, reloads.
 mod service;
+// Consumer controls: rate limits, quotas, key lifecycle, scopes, metadata, last use, admin.
+mod controls;

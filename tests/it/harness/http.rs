@@ -233,6 +233,11 @@ impl Client {
         read_message(&mut self.r, false)
     }
 
+    /// Read one response to a `HEAD` request (no body, whatever its length says).
+    pub fn read_head(&mut self) -> std::io::Result<Option<Message>> {
+        read_message(&mut self.r, true)
+    }
+
     /// Send a GET for `path` with extra `headers` and read the response.
     pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Message {
         let mut req = format!("GET {path} HTTP/1.1\r\n");
