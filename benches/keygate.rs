@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
-use keygate::admission::{admit, Admission};
+use keygate::admission::{admit, charge_limits, Admission};
 use keygate::auth::{self, AuthOutcome};
 use keygate::config::{ConsumerConfig, KeyConfig, KeysFile};
 use keygate::fixture;
@@ -161,6 +161,57 @@ fn request_path(c: &mut Criterion) {
     });
 }
 
+/// `n` consumers with one key each and a rate limit and a quota (high enough never to
+/// refuse).
+fn limited_state(n: usize) -> State {
+    let consumers = (0..n)
+        .map(|c| ConsumerConfig {
+            id: format!("c{c}"),
+            rate_limit: Some(keygate::config::RateLimitConfig {
+                requests: 4_000_000_000,
+                window_seconds: 60,
+            }),
+            quota: Some(keygate::config::QuotaConfig {
+                requests: 4_000_000_000,
+                period: keygate::config::QuotaPeriod::Month,
+            }),
+            keys: vec![KeyConfig {
+                id: format!("k{c}"),
+                sha256: hex::encode(keygate::apikey::digest(key(c).as_bytes())),
+                ..KeyConfig::default()
+            }],
+            ..ConsumerConfig::default()
+        })
+        .collect();
+    fixture::build_with_keys(CONFIG, &KeysFile { consumers }).unwrap()
+}
+
+/// The consumer-limit check (rate limit and quota, check then commit) with 100,000
+/// consumers, touching a different consumer's counters each time as real traffic would;
+/// and the whole admission of a limited consumer next to `admit/valid`.
+fn limit_check(c: &mut Criterion) {
+    let n = if measuring() { 100_000 } else { 1_000 };
+    let state = limited_state(n);
+    let mut g = c.benchmark_group("limits");
+    let mut i = 0u32;
+    let now = 1_800_000_000_000;
+    g.bench_function(BenchmarkId::new("charge", n), |b| {
+        b.iter(|| {
+            i = (i + 7919) % n as u32;
+            let c = charge_limits(&state, 0, i, i, black_box(now));
+            debug_assert!(c.admitted());
+            c
+        })
+    });
+    let limiter = FailureLimiter::new(65_536);
+    let req = request(&key(42));
+    let ip = Some("192.0.2.1".parse().unwrap());
+    g.bench_function("admit/valid_limited", |b| {
+        b.iter(|| admit(&state, black_box(&req), ip, &limiter, now))
+    });
+    g.finish();
+}
+
 /// Loading and validating a keys file (JSON), streamed into the index.
 fn load(c: &mut Criterion) {
     let n = if measuring() { 1_000_000 } else { 10_000 };
@@ -203,5 +254,5 @@ fn load(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, auth_decision, request_path, load);
+criterion_group!(benches, auth_decision, request_path, limit_check, load);
 criterion_main!(benches);

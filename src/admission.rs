@@ -144,6 +144,14 @@ fn applicable(
     (out, n)
 }
 
+/// Charge one request by `consumer` (index) with `key` (index) on `route` (index) at
+/// `now_ms` (Unix milliseconds) to every limit that applies: all or nothing (see
+/// [`crate::limits::reserve_all`]). No lock; a few atomic operations per limit.
+pub fn charge_limits(state: &State, route: usize, key: u32, consumer: u32, now_ms: i64) -> Charge {
+    let (applicable, n) = applicable(state, route, key, consumer);
+    crate::limits::charge(&applicable[..n], now_ms)
+}
+
 /// A placeholder for unused limit slots.
 static NONE: Counter = Counter::new();
 
@@ -276,7 +284,6 @@ pub fn admit(
     let outcome = auth::authenticate(state, route, &req.method, &req.headers, now);
     let (charge, sunset) = match outcome {
         AuthOutcome::Consumer { key, consumer, .. } => {
-            let (applicable, n) = applicable(state, route, key, consumer);
             let sunset = state
                 .keys
                 .entries()
@@ -286,7 +293,7 @@ pub fn admit(
             if sunset.is_some() {
                 state.handles.expiring_key_request(route);
             }
-            (crate::limits::charge(&applicable[..n], now_ms), sunset)
+            (charge_limits(state, route, key, consumer, now_ms), sunset)
         }
         _ => (Charge::default(), None),
     };

@@ -460,7 +460,8 @@ fn window_seconds(spec: &Spec, now_ms: i64) -> u64 {
 }
 
 /// The `RateLimit-Policy` and `RateLimit` field values for a charge
-/// (draft-ietf-httpapi-ratelimit-headers, named-policy form of draft -10 and later):
+/// (draft-ietf-httpapi-ratelimit-headers, named-policy form of draft -10, unchanged in
+/// -11 of May 2026: a List of sf-string items with integer `q`, `w`, `r` and `t`):
 /// `"consumer-60s";q=100;w=60` and `"consumer-60s";r=57;t=12`, one list member per
 /// limit. No `pk` parameter: the partition is the client's own credential, and its
 /// identity is never echoed. `route` names the route, for route defaults; route names

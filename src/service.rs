@@ -122,8 +122,13 @@ pub fn summary(state: &State) -> String {
     let c = state.key_counts(timestamp::now_unix());
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let pending = if c.pending > 0 {
+        format!(", {} pending", c.pending)
+    } else {
+        String::new()
+    };
     format!(
-        "{}, {}, {}, keys: {} active, {} expired, {} disabled",
+        "{}, {}, {}, keys: {} active, {} expired, {} disabled{pending}",
         plural(state.routes.len(), "route", "routes"),
         plural(state.upstreams.len(), "upstream", "upstreams"),
         plural(state.consumers.len(), "consumer", "consumers"),
