@@ -113,23 +113,25 @@ fn applicable(
         }
     };
     let defaults = r.limit_slot.and_then(|s| c.route_counters.get(s));
-    match (
-        &c.rate,
-        r.default_rate,
-        defaults.and_then(|d| d.rate.as_deref()),
-    ) {
-        (Some(l), _, _) => push(Owner::Consumer, l.spec, &*l.counter),
-        (None, Some(spec), Some(counter)) => push(Owner::Route, spec, counter),
-        _ => {}
-    }
-    match (
-        &c.quota,
-        r.default_quota,
-        defaults.and_then(|d| d.quota.as_deref()),
-    ) {
-        (Some(l), _, _) => push(Owner::Consumer, l.spec, &*l.counter),
-        (None, Some(spec), Some(counter)) => push(Owner::Route, spec, counter),
-        _ => {}
+    // The consumer's own rate limit and quota, else the route's defaults for it.
+    let pairs = [
+        (
+            &c.rate,
+            r.default_rate,
+            defaults.and_then(|d| d.rate.as_deref()),
+        ),
+        (
+            &c.quota,
+            r.default_quota,
+            defaults.and_then(|d| d.quota.as_deref()),
+        ),
+    ];
+    for (own, default, counter) in pairs {
+        match (own, default, counter) {
+            (Some(l), _, _) => push(Owner::Consumer, l.spec, &*l.counter),
+            (None, Some(spec), Some(counter)) => push(Owner::Route, spec, counter),
+            _ => {}
+        }
     }
     if let Some(p) = state
         .keys

@@ -35,6 +35,18 @@ fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)])
     r.unwrap().expect("no response")
 }
 
+/// A keys file with one consumer `acme` (with the YAML `fields`, indented four spaces)
+/// holding one key `acme-1` with digest `digest`.
+fn acme(fields: &str, digest: &str) -> String {
+    format!(
+        "consumers:\n  - id: acme\n{}    keys: [ {{ id: acme-1, sha256: \"{digest}\" }} ]\n",
+        fields
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    )
+}
+
 fn with_key(addr: SocketAddr, path: &str, key: &str) -> Message {
     get(addr, path, &[("x-api-key", key)])
 }
@@ -215,14 +227,7 @@ consumers:
 #[test]
 fn a_burst_of_concurrent_requests_never_exceeds_the_limit() {
     let (a, da) = new_key();
-    let keys = format!(
-        r#"
-consumers:
-  - id: acme
-    rate_limit: {{ requests: 5, window_seconds: 600 }}
-    keys: [ {{ id: acme-1, sha256: "{da}" }} ]
-"#
-    );
+    let keys = acme("rate_limit: { requests: 5, window_seconds: 600 }", &da);
     let s = start(&[API], &[], &keys);
     let addr = s.gw.addr;
     let statuses: Vec<u16> = (0..24)
@@ -587,15 +592,7 @@ consumers:
 #[test]
 fn consumer_metadata_reaches_the_origin_and_clients_cannot_forge_it() {
     let (a, da) = new_key();
-    let keys = format!(
-        r#"
-consumers:
-  - id: acme
-    custom_id: crm-4711
-    groups: [gold, beta-testers]
-    keys: [ {{ id: acme-1, sha256: "{da}" }} ]
-"#
-    );
+    let keys = acme("custom_id: crm-4711\ngroups: [gold, beta-testers]", &da);
     let s = start(
         &[
             "name: public, path_prefix: /public, upstream: origin, auth: none",
