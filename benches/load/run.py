@@ -94,12 +94,18 @@ http {{
     return conf
 
 
-def make_keys(work, n):
+# Limits high enough never to refuse during a run: they are counted and announced, not hit.
+LIMITS = {"rate_limit": {"requests": 4_000_000_000, "window_seconds": 60},
+          "quota": {"requests": 4_000_000_000, "period": "month"}}
+
+
+def make_keys(work, n, limits=False):
     keys = [f"bench-{hashlib.sha256(str(i).encode()).hexdigest()[:32]}" for i in range(n)]
-    consumers = [{"id": f"c{c}", "keys": [{"id": f"k{i}", "sha256": hashlib.sha256(keys[i].encode()).hexdigest()}
-                                          for i in range(c * 10, min(n, c * 10 + 10))]}
+    consumers = [{"id": f"c{c}", **(LIMITS if limits else {}),
+                  "keys": [{"id": f"k{i}", "sha256": hashlib.sha256(keys[i].encode()).hexdigest()}
+                           for i in range(c * 10, min(n, c * 10 + 10))]}
                  for c in range((n + 9) // 10)]
-    kpath = os.path.join(work, f"keys-{n}.json")
+    kpath = os.path.join(work, f"keys-{n}{'-limits' if limits else ''}.json")
     with open(kpath, "w") as f:
         json.dump({"consumers": consumers}, f)
     mpath = os.path.join(work, f"keys-{n}.map")
@@ -242,6 +248,9 @@ def main():
                          " in the same rounds, on the same configurations, labelled 'baseline'")
     ap.add_argument("--skip-peers", action="store_true",
                     help="measure only keygate (and --baseline): no nginx gateway, no Pingora floors")
+    ap.add_argument("--limits", action="store_true",
+                    help="also measure this keygate with a rate limit and a quota on every consumer"
+                         " (set too high to refuse), labelled 'limits'")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="keygate-load-")
     servers = []
@@ -263,6 +272,14 @@ def main():
         results = {}
         sizes = [10, args.keys_large]
         keysets = {n: make_keys(work, n) for n in sizes}
+        limited = {n: make_keys(work, n, limits=True)[1] for n in sizes} if args.limits else {}
+
+        def keygate_runs(n):
+            """(label, binary, keys file) for every keygate measured on `n` keys."""
+            runs = [(label, binary, keysets[n][1]) for label, binary in keygates]
+            if args.limits:
+                runs.append(("limits", KEYGATE, limited[n]))
+            return runs
 
         def good_hdr(n):
             return f"x-api-key: {keysets[n][0][n // 2]}"
@@ -283,8 +300,8 @@ def main():
                             args.seconds, record, "TLS origin, 10 keys")
             if args.skip_peers:
                 for n in sizes:
-                    for label, binary in keygates:
-                        run_keygate(work, label, binary, keysets[n][1], f"127.0.0.1:{origin_port}", "",
+                    for label, binary, kpath in keygate_runs(n):
+                        run_keygate(work, label, binary, kpath, f"127.0.0.1:{origin_port}", "",
                                     good_hdr(n), bad_hdr, args.seconds, record, f"{n} keys")
                 continue
             # the framework floor
@@ -317,8 +334,8 @@ def main():
                 record(f"nginx 200 ({n} keys)", measure(ng, good_hdr(n), args.seconds, True))
                 record(f"nginx 401 ({n} keys)", measure(ng, bad_hdr, args.seconds, False))
                 ng.stop()
-                for label, binary in keygates:
-                    run_keygate(work, label, binary, kpath, f"127.0.0.1:{origin_port}", "",
+                for label, binary, kp in keygate_runs(n):
+                    run_keygate(work, label, binary, kp, f"127.0.0.1:{origin_port}", "",
                                 good_hdr(n), bad_hdr, args.seconds, record, f"{n} keys")
 
         if args.reload_keys:
@@ -338,6 +355,10 @@ def main():
                     new, old = med[f"keygate {path} ({n} keys)"], med[f"baseline {path} ({n} keys)"]
                     print(f"{n} keys, {path} path: keygate/baseline CPU per request"
                           f" {new['cpu_us_per_req'] / old['cpu_us_per_req']:.3f}x")
+                    if args.limits:
+                        lim = med[f"limits {path} ({n} keys)"]
+                        print(f"{n} keys, {path} path: limits/baseline CPU per request"
+                              f" {lim['cpu_us_per_req'] / old['cpu_us_per_req']:.3f}x")
         if args.baseline:
             new, old = med["keygate 200 (TLS origin, 10 keys)"], med["baseline 200 (TLS origin, 10 keys)"]
             print(f"TLS origin, 200 path: keygate/baseline CPU per request"
