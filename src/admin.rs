@@ -5,7 +5,8 @@
 //! `Authorization: Bearer <server.admin_token>`, compared in constant time; the token
 //! is re-read on reload. The listing ([`crate::keylist`]) never contains a key or a
 //! digest. `?format=text` gives the table `keygate keys` prints; filters:
-//! `consumer`, `state`, `unused_days`.
+//! `consumer`, `state`, `unused_days`; pages: `offset`, `limit` (default 1000). Errors
+//! are RFC 9457 problem documents; every request is logged (never the token).
 
 use async_trait::async_trait;
 use http::{header, Response};
@@ -31,11 +32,25 @@ impl AdminApp {
 /// A response: status, content type and body.
 type Answer = (u16, &'static str, Vec<u8>);
 
-fn plain(status: u16, message: &str) -> Answer {
+/// An RFC 9457 problem document for an admin request.
+fn problem(status: u16, detail: &str) -> Answer {
+    let title = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    });
     (
         status,
-        "text/plain; charset=utf-8",
-        format!("{message}\n").into_bytes(),
+        "application/problem+json",
+        format!("{body}\n").into_bytes(),
     )
 }
 
@@ -43,7 +58,7 @@ fn plain(status: u16, message: &str) -> Answer {
 /// value, against `state`. Pure, so tests call it directly.
 pub fn answer(state: &State, method: &str, target: &str, authorization: Option<&[u8]>) -> Answer {
     let Some(token) = &state.admin_token else {
-        return plain(503, "the admin token is not configured");
+        return problem(503, "the admin token is not configured");
     };
     let presented = authorization.and_then(|v| {
         let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ').unwrap_or(v.len()));
@@ -53,35 +68,28 @@ pub fn answer(state: &State, method: &str, target: &str, authorization: Option<&
     });
     match presented {
         Some(t) if token.matches(t) => {}
-        _ => {
-            return plain(
-                401,
-                "unauthorized: send Authorization: Bearer <admin token>",
-            )
-        }
+        _ => return problem(401, "send Authorization: Bearer <admin token>"),
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path != "/keys" {
-        return plain(404, "not found: try GET /keys");
+        return problem(404, "not found: try GET /keys");
     }
     if method != "GET" && method != "HEAD" {
-        return plain(405, "method not allowed: use GET");
+        return problem(405, "use GET");
     }
     let mut text = false;
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|p| match *p {
-            "format=text" => {
-                text = true;
-                false
-            }
-            "format=json" => false,
-            _ => true,
-        })
-        .collect();
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("format=") {
+            Some("text") => text = true,
+            Some("json") => {}
+            Some(other) => return problem(400, &format!("format: `{other}` is not json or text")),
+            None => rest.push(pair),
+        }
+    }
     let filter = match Filter::parse_query(&rest.join("&")) {
         Ok(f) => f,
-        Err(e) => return plain(400, &e),
+        Err(e) => return problem(400, &e),
     };
     let listing = keylist::list(state, &filter, timestamp::now_unix_ms(), true);
     if text {
@@ -107,6 +115,12 @@ impl ServeHttp for AdminApp {
         let method = req.method.as_str().to_string();
         let state = self.shared.load();
         let (status, ctype, body) = answer(&state, &method, &target, authorization.as_deref());
+        let client = session
+            .client_addr()
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        let mut path = String::new();
+        crate::logging::escape_for_log(target.as_bytes(), &mut path);
+        log::info!(target: "keygate::admin", "{method} {path} status={status} bytes={} client={client}", body.len());
         let mut r = Response::builder()
             .status(status)
             .header("content-type", ctype)

@@ -2,9 +2,11 @@
 //!
 //! [`admit`] takes the parsed request head and the state and returns an
 //! [`Admission`]: forward (with the route, the identity, the canonical host and,
-//! when it changed, the canonical target) or reject (with the problem code). It is
-//! pure apart from counting failures in the brute-force table and the auth
-//! metrics, so unit tests and benches call it directly. Request ids are made here too.
+//! when it changed, the canonical target, the limits charged and the key's expiry
+//! warning) or reject (with the problem code). It is pure apart from counting
+//! failures in the brute-force table, charging the consumer's limit counters
+//! ([`charge_limits`]), recording the key's last use and the metrics, so unit tests
+//! and benches call it directly.
 
 use std::net::IpAddr;
 
@@ -37,8 +39,33 @@ pub struct Forward {
     pub host_changed: bool,
     /// The limits charged, for the `RateLimit` fields.
     pub charge: Charge,
-    /// The key's `expires_at` (Unix seconds) when it is inside its warning window.
-    pub sunset: Option<i64>,
+    /// The key's expiry warning, when it is inside its warning window.
+    pub sunset: Option<Sunset>,
+}
+
+/// The expiry warning for a key inside its warning window: what `Deprecation` (RFC 9745)
+/// and `Sunset` (RFC 8594) say about the credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sunset {
+    /// When the warning began (Unix seconds): `expires_at` minus the warning window, but
+    /// never before the key's `not_before` nor after `sunset_at`.
+    pub deprecated_at: i64,
+    /// The key's `expires_at` (Unix seconds).
+    pub sunset_at: i64,
+}
+
+/// The warning for key `key` (index) at `now` (Unix seconds), if it is inside its window.
+pub fn sunset(state: &State, key: u32, now: i64) -> Option<Sunset> {
+    let e = state.keys.entries().get(key as usize)?;
+    if !state.in_warning(e.expires_at, now) {
+        return None;
+    }
+    let not_before = state.key_policy(e).map_or(i64::MIN, |p| p.not_before);
+    let start = e.expires_at.saturating_sub(state.warning.seconds);
+    Some(Sunset {
+        deprecated_at: start.max(not_before).clamp(0, e.expires_at),
+        sunset_at: e.expires_at,
+    })
 }
 
 /// A request keygate answers itself: with which code, and what was known by then.
@@ -55,8 +82,8 @@ pub struct Reject {
     /// The limits checked (one refused the request, for `rate_limited` and
     /// `quota_exceeded`), for the `RateLimit` fields.
     pub charge: Charge,
-    /// The key's `expires_at` (Unix seconds) when it is inside its warning window.
-    pub sunset: Option<i64>,
+    /// The key's expiry warning (a valid key refused by a limit or an allow-list).
+    pub sunset: Option<Sunset>,
 }
 
 /// What `request_filter` decided for one request.
@@ -284,20 +311,20 @@ pub fn admit(
         }
     }
     let outcome = auth::authenticate(state, route, &req.method, &req.headers, now);
-    let (charge, sunset) = match outcome {
+    let key = match outcome {
+        AuthOutcome::Consumer { key, .. } => Some(key),
+        AuthOutcome::Rejected(Rejection::Forbidden { key, .. }) => Some(key),
+        _ => None,
+    };
+    let sunset = key.and_then(|k| sunset(state, k, now));
+    if sunset.is_some() {
+        state.handles.expiring_key_request(route);
+    }
+    let charge = match outcome {
         AuthOutcome::Consumer { key, consumer, .. } => {
-            let sunset = state
-                .keys
-                .entries()
-                .get(key as usize)
-                .map(|e| e.expires_at)
-                .filter(|&t| state.in_warning(t, now));
-            if sunset.is_some() {
-                state.handles.expiring_key_request(route);
-            }
-            (charge_limits(state, route, key, consumer, now_ms), sunset)
+            charge_limits(state, route, key, consumer, now_ms)
         }
-        _ => (Charge::default(), None),
+        _ => Charge::default(),
     };
     let limited = charge.violated().map(|_| {
         // A spent quota outlasts any rate window: name it when both refused.

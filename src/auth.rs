@@ -20,7 +20,7 @@ impl Rejection {
             Rejection::Expired => Code::ExpiredApiKey,
             Rejection::Disabled => Code::DisabledApiKey,
             Rejection::Ambiguous => Code::AmbiguousCredentials,
-            Rejection::Forbidden(_) => Code::Forbidden,
+            Rejection::Forbidden { .. } => Code::Forbidden,
         }
     }
 }
@@ -37,7 +37,7 @@ impl AuthOutcome {
                 Rejection::Expired => AuthResult::Expired,
                 Rejection::Disabled => AuthResult::Disabled,
                 Rejection::NotYetValid => AuthResult::NotYetValid,
-                Rejection::Forbidden(_) => AuthResult::Forbidden,
+                Rejection::Forbidden { .. } => AuthResult::Forbidden,
                 Rejection::Ambiguous => AuthResult::Ambiguous,
             },
         }
@@ -84,7 +84,12 @@ pub enum Rejection {
     /// The key's `not_before` is still ahead (the client is told `invalid_api_key`).
     NotYetValid,
     /// The consumer or key may not do this.
-    Forbidden(Denial),
+    Forbidden {
+        /// Why.
+        denial: Denial,
+        /// Index of the (valid) key in the key index.
+        key: u32,
+    },
 }
 
 /// Why a valid key may not make a request.
@@ -231,11 +236,12 @@ pub fn check_key(
         return AuthOutcome::Rejected(Rejection::NotYetValid);
     }
     state.touch(idx, now);
+    let forbidden = |denial| AuthOutcome::Rejected(Rejection::Forbidden { denial, key: idx });
     if !consumer.may_use(route) || policy.is_some_and(|p| !p.may_use(route)) {
-        return AuthOutcome::Rejected(Rejection::Forbidden(Denial::Route));
+        return forbidden(Denial::Route);
     }
     if !consumer.methods.allows(method) || policy.is_some_and(|p| !p.methods.allows(method)) {
-        return AuthOutcome::Rejected(Rejection::Forbidden(Denial::Method));
+        return forbidden(Denial::Method);
     }
     let required = state
         .routes
@@ -245,7 +251,7 @@ pub fn check_key(
     if required.0 != 0 {
         let granted = policy.map_or(consumer.scopes, |p| consumer.scopes.and(p.scopes));
         if let Some(bit) = granted.first_missing(required) {
-            return AuthOutcome::Rejected(Rejection::Forbidden(Denial::Scope(bit)));
+            return forbidden(Denial::Scope(bit));
         }
     }
     AuthOutcome::Consumer {

@@ -240,6 +240,9 @@ pub fn keys(
             .transpose()
             .map_err(KeysError::Filter)?,
         unused_days: None,
+        // Offline, every key: the output is the operator's own file, not a server's memory.
+        offset: 0,
+        limit: usize::MAX,
     };
     let loaded = state::load_without_secrets(config)?;
     let listing = crate::keylist::list(

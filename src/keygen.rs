@@ -296,8 +296,11 @@ fn with_consumer(text: &str, k: &Keygen) -> Option<String> {
     Some(out)
 }
 
-/// Replace `path` by `text` atomically, keeping its permissions.
+/// Replace `path` by `text` atomically, keeping its permissions; a symbolic link is
+/// followed, so its target is replaced and the link stays.
 pub(crate) fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let real = std::fs::canonicalize(path)?;
+    let path = real.as_path();
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let name = path
         .file_name()

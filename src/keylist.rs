@@ -8,8 +8,14 @@ use crate::limits::{self, Counter, Owner, Spec};
 use crate::state::{KeyState, State};
 use crate::timestamp;
 
-/// Which keys to list. Every field narrows the listing; the default lists everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Keys listed per page by default.
+pub const DEFAULT_PAGE: usize = 1000;
+/// The most keys one page may list.
+pub const MAX_PAGE: usize = 100_000;
+
+/// Which keys to list. Every field narrows the listing; the default lists the first
+/// [`DEFAULT_PAGE`] keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     /// Only this consumer's keys.
     pub consumer: Option<String>,
@@ -18,6 +24,51 @@ pub struct Filter {
     /// Only keys not used for at least this many days (including never, since keygate
     /// started: last use is kept in memory, across reloads but not restarts).
     pub unused_days: Option<u64>,
+    /// Skip this many matching keys (paging).
+    pub offset: usize,
+    /// List at most this many (1 to [`MAX_PAGE`]).
+    pub limit: usize,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            consumer: None,
+            state: None,
+            unused_days: None,
+            offset: 0,
+            limit: DEFAULT_PAGE,
+        }
+    }
+}
+
+/// Decode `%XX` escapes (and `+` as a space) in a query-string value.
+fn percent_decode(v: &str) -> Result<String, String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("`{v}` has a broken %-escape"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{v}` is not UTF-8"))
 }
 
 impl Filter {
@@ -28,20 +79,33 @@ impl Filter {
     /// A message naming the parameter that is unknown or malformed.
     pub fn parse_query(query: &str) -> Result<Filter, String> {
         let mut f = Filter::default();
+        let mut seen = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v)?;
+            if seen.contains(&k) {
+                return Err(format!("`{k}` is given twice"));
+            }
+            seen.push(k);
+            let number = |what: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{k}: `{v}` is not {what}"))
+            };
             match k {
-                "consumer" => f.consumer = Some(v.to_string()),
-                "state" => f.state = Some(parse_state(v)?),
-                "unused_days" => {
-                    f.unused_days = Some(
-                        v.parse()
-                            .map_err(|_| format!("unused_days: `{v}` is not a number of days"))?,
-                    )
+                "consumer" => f.consumer = Some(v.clone()),
+                "state" => f.state = Some(parse_state(&v)?),
+                "unused_days" => f.unused_days = Some(number("a number of days")?),
+                "offset" => f.offset = number("a number")? as usize,
+                "limit" => {
+                    let n = number("a number")? as usize;
+                    if !(1..=MAX_PAGE).contains(&n) {
+                        return Err(format!("limit: must be between 1 and {MAX_PAGE}"));
+                    }
+                    f.limit = n;
                 }
                 other => {
                     return Err(format!(
-                        "unknown parameter `{other}`: use consumer, state or unused_days"
+                        "unknown parameter `{other}`: use consumer, state, unused_days, offset, limit or format"
                     ))
                 }
             }
@@ -101,13 +165,17 @@ pub struct Row {
     pub limits: Vec<Usage>,
 }
 
-/// The listing: how many keys matched and the rows.
+/// The listing: how many keys matched, which of them are listed, and the rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Listing {
     /// When it was made, RFC 3339.
     pub generated_at: String,
-    /// Number of keys listed.
+    /// Number of keys that match the filter.
+    pub total: usize,
+    /// Number of keys listed here.
     pub count: usize,
+    /// The `offset` of the next page, when there is one.
+    pub next_offset: Option<usize>,
     /// The keys, in file order.
     pub keys: Vec<Row>,
 }
@@ -122,19 +190,23 @@ fn usage(state: &State, key: usize, now_ms: i64) -> Vec<Usage> {
         let s = counter.peek(spec, now_ms);
         let mut policy = String::new();
         limits::policy_name(owner, spec, route, &mut policy);
-        let limit = limits::limit_of(spec);
         out.push(Usage {
             policy,
-            limit,
-            used: limit - s.remaining,
+            limit: limits::limit_of(spec),
+            used: counter.used(spec, now_ms),
             reset_seconds: s.reset_seconds,
         });
     };
+    let policy = state.key_policy(e);
     if let Some(c) = state.consumers.get(e.consumer as usize) {
         for l in [&c.rate, &c.quota].into_iter().flatten() {
             add(Owner::Consumer, &l.spec, &l.counter, "");
         }
-        for r in &state.routes {
+        for (ri, r) in state.routes.iter().enumerate() {
+            // Only the routes this key may use.
+            if !c.may_use(ri) || policy.is_some_and(|p| !p.may_use(ri)) {
+                continue;
+            }
             let Some(rc) = r.limit_slot.and_then(|s| c.route_counters.get(s)) else {
                 continue;
             };
@@ -146,7 +218,7 @@ fn usage(state: &State, key: usize, now_ms: i64) -> Vec<Usage> {
             }
         }
     }
-    if let Some(p) = state.key_policy(e) {
+    if let Some(p) = policy {
         for l in [&p.rate, &p.quota].into_iter().flatten() {
             add(Owner::Key, &l.spec, &l.counter, "");
         }
@@ -159,6 +231,7 @@ fn usage(state: &State, key: usize, now_ms: i64) -> Vec<Usage> {
 pub fn list(state: &State, filter: &Filter, now_ms: i64, last_use: bool) -> Listing {
     let now = now_ms.div_euclid(1000);
     let mut keys = Vec::new();
+    let mut total = 0;
     for (idx, e) in state.keys.entries().iter().enumerate() {
         let consumer = state
             .consumers
@@ -183,6 +256,10 @@ pub fn list(state: &State, filter: &Filter, now_ms: i64, last_use: bool) -> List
                 continue;
             }
         }
+        total += 1;
+        if total <= filter.offset || keys.len() >= filter.limit {
+            continue;
+        }
         let not_before = state
             .key_policy(e)
             .map(|p| p.not_before)
@@ -197,9 +274,12 @@ pub fn list(state: &State, filter: &Filter, now_ms: i64, last_use: bool) -> List
             limits: usage(state, idx, now_ms),
         });
     }
+    let next = filter.offset + keys.len();
     Listing {
         generated_at: timestamp::format_rfc3339(now),
+        total,
         count: keys.len(),
+        next_offset: (next < total).then_some(next),
         keys,
     }
 }

@@ -241,16 +241,26 @@ impl Counter {
         }
     }
 
-    /// Where the counter stands at `now_ms` without counting anything.
-    pub fn peek(&self, spec: &Spec, now_ms: i64) -> Standing {
+    /// The requests counted at `now_ms` for `spec` (for a sliding window, the weighted
+    /// estimate); may exceed the limit after the limit was lowered by a reload.
+    pub fn used(&self, spec: &Spec, now_ms: i64) -> u64 {
         let (window, elapsed, len) = position(spec, now_ms);
         let (w, c) = unpack(self.current.load(Ordering::Acquire));
-        let current = if w == window { c } else { 0 };
-        let used = if w == window || w + 1 == window {
-            self.weighted(spec, window, elapsed, len, current)
-        } else {
-            0
-        };
+        match (w == window, w + 1 == window) {
+            (true, _) => self.weighted(spec, window, elapsed, len, c),
+            // The counter has not moved into this window yet: its count is the previous.
+            (false, true) => match spec {
+                Spec::Rate(_) => (c * (len - elapsed)).div_ceil(len),
+                Spec::Quota(_) => 0,
+            },
+            _ => 0,
+        }
+    }
+
+    /// Where the counter stands at `now_ms` without counting anything.
+    pub fn peek(&self, spec: &Spec, now_ms: i64) -> Standing {
+        let (_, elapsed, len) = position(spec, now_ms);
+        let used = self.used(spec, now_ms);
         let limit = limit_of(spec);
         Standing {
             remaining: limit.saturating_sub(used),
@@ -296,7 +306,14 @@ pub fn reserve_all(limits: &[(&Spec, &Counter)], now_ms: i64, out: &mut [Standin
             if standing.exceeded {
                 let (w, c) = unpack(counter.current.load(Ordering::Acquire));
                 let count = if w == window { c } else { 0 };
-                standing.retry_seconds = retry_ms(spec, count, elapsed, len).div_ceil(1000);
+                let previous = counter.previous_count(window);
+                let retry = retry_ms(spec, count, previous, elapsed, len).div_ceil(1000);
+                standing.retry_seconds = retry;
+                // For a refusing sliding window, `t` is when a request fits again: the
+                // client can use nothing more until then (draft -11's effective window).
+                if matches!(spec, Spec::Rate(_)) {
+                    standing.reset_seconds = retry;
+                }
             } else {
                 standing.remaining += 1;
             }
@@ -333,25 +350,31 @@ const NO_SPEC: Spec = Spec::Rate(Rate {
 });
 static NO_COUNTER: Counter = Counter::new();
 
-/// Milliseconds from now until one more request fits, for a counter that refused one:
-/// the end of the current window or period, and for a sliding window, plus the time the
-/// current window's `count`, then weighted as the previous one, takes to decay below the
-/// limit. Never earlier than the window's end, so `Retry-After` is never below `t`.
-fn retry_ms(spec: &Spec, count: u64, elapsed: u64, len: u64) -> u64 {
+/// Milliseconds from now until one more request fits, for a counter that refused one
+/// (`count` in the current window, `previous` in the one before, `elapsed` of `len`):
+/// for a quota, the end of the period; for a sliding window, the moment the previous
+/// window's weight has decayed enough, in this window if the current count leaves room,
+/// else in the next one, where the current count weighs as the previous.
+fn retry_ms(spec: &Spec, count: u64, previous: u64, elapsed: u64, len: u64) -> u64 {
     let to_end = len - elapsed;
-    match spec {
-        Spec::Quota(_) => to_end,
-        Spec::Rate(r) => {
-            let n = r.requests;
-            // In the next window a request fits when 1 + ceil(count·(len−x)/len) ≤ n.
-            let x = if count == 0 || count < n {
-                0
-            } else {
-                len - ((n - 1) * len) / count
-            };
-            to_end + x
+    let Spec::Rate(r) = spec else {
+        return to_end;
+    };
+    let n = r.requests;
+    // A request fits at x ms into a window when 1 + count + ceil(previous·(len−x)/len) ≤ n,
+    // that is from x = len − floor((n − 1 − count)·len / previous).
+    if count < n && previous > 0 {
+        let x = len - ((n - 1 - count) * len) / previous;
+        if x < len {
+            return x.saturating_sub(elapsed).max(1);
         }
     }
+    let x = if count < n {
+        0
+    } else {
+        len - ((n - 1) * len) / count
+    };
+    to_end + x
 }
 
 /// Whose budget a limit is: named in the `RateLimit-Policy` field.

@@ -248,7 +248,7 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 /// Write `bytes` for a log line: visible ASCII as is (except `"` and `%`), every
 /// other byte as `%XX`, so raw UTF-8 shows as its percent-encoded bytes and a log
 /// reader can never mistake it for an escape that was let through.
-fn escape_for_log(bytes: &[u8], out: &mut String) {
+pub fn escape_for_log(bytes: &[u8], out: &mut String) {
     for &b in bytes {
         if b.is_ascii_graphic() && b != b'"' && b != b'%' {
             out.push(char::from(b));

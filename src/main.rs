@@ -261,11 +261,11 @@ fn rotate(
             );
         }
         keygate::keygen::Appended::Instructions(what) => {
-            eprintln!(
-                "keygate: {} was not changed: its layout is not one keygate edits safely.",
+            print!("{what}");
+            anyhow::bail!(
+                "{} was not changed: keygate does not edit it safely (JSON, a flow-style entry, or a key id used twice); make the two changes above by hand",
                 keys_file.display()
             );
-            print!("{what}");
         }
     }
     Ok(())

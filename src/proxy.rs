@@ -3,13 +3,14 @@
 //! ```text
 //! new_ctx ─────────► one state snapshot for the whole request
 //! request_filter ──► forwarded::client (trusted proxies) ─► admission::admit
-//!                    (limits, canonical host and path, route, brute force, authenticate)
+//!                    (header limits, canonical host and path, route, brute force,
+//!                    authenticate, consumer limits)
 //!                    ─► reject: write the problem document ourselves, keep-alive
 //! upstream_peer ───► the route's pre-built HttpPeer
 //! connected_to_upstream ─► refuse a TLS connection whose certificate failed (tls.rs)
 //! upstream_request_filter ─► canonical target; rewrite::rewrite_upstream_headers
 //! request_body_filter ─► tell the connection the body ended (conn.rs rate floor)
-//! response_filter ─► x-request-id on the response
+//! response_filter ─► x-request-id; RateLimit fields and the key's Deprecation/Sunset
 //! fail_to_proxy ───► 502/504/408 problem documents
 //! logging ─────────► metrics and one access-log record; the connection awaits the next head
 //! ```
@@ -17,6 +18,7 @@
 //! - `ctx`: [`RequestCtx`], the typed per-request context;
 //! - `rewrite`: the header rewrite, step by step;
 //! - `respond`: problem documents and whether the connection survives them;
+//! - `fields`: the rate-limit and expiry-warning fields, and refusal details;
 //! - `timeouts`: the 408 for a request head that never completed.
 
 mod ctx;
@@ -375,7 +377,7 @@ impl ProxyHttp for ApiKeyProxy {
             request_id: ctx.request_id.as_bytes(),
             client: ctx.client.addr,
             error: e.map(|e| e.etype().as_str()),
-            key_expires_at: ctx.sunset(),
+            key_expires_at: ctx.sunset().map(|s| s.sunset_at),
         });
     }
 }

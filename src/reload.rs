@@ -102,8 +102,8 @@ impl Reloader {
                     warn!(target: "keygate::reload", "{field} changed; this setting requires a restart and keeps its running value");
                 }
                 let summary = format!(
-                    "routes={} upstreams={} consumers={} keys_active={} keys_expired={} keys_disabled={}",
-                    state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled
+                    "routes={} upstreams={} consumers={} keys_active={} keys_expired={} keys_disabled={} keys_pending={}",
+                    state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled, c.pending
                 );
                 let status = format!(
                     "serving: {} (reloaded at {})",

@@ -115,12 +115,6 @@ pub fn assemble(
     }
     if !config.server.admin_listen.is_empty() {
         let addr = &config.server.admin_listen;
-        if addr
-            .parse::<std::net::SocketAddr>()
-            .is_ok_and(|a| !a.ip().is_loopback())
-        {
-            log::warn!(target: "keygate::admin", "server.admin_listen {addr} is not a loopback address: anyone who can reach it and has the token can list keys");
-        }
         let mut service = Service::new(
             "keygate admin".to_string(),
             crate::admin::AdminApp::new(shared.clone()),

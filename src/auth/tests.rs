@@ -163,7 +163,10 @@ fn expired_disabled_forbidden() {
             &headers(&[("x-api-key", b"good-key")]),
             NOW
         ),
-        rejected(Rejection::Forbidden(Denial::Route))
+        AuthOutcome::Rejected(Rejection::Forbidden {
+            denial: Denial::Route,
+            key: 0
+        })
     );
 }
 

@@ -30,51 +30,47 @@ pub struct Rotation {
     pub path: PathBuf,
 }
 
-/// Parse a grace period: `72h`, `3d`, `90m`, `1h 30m`, `3600s`.
+/// The longest grace period: a year (a key meant to live longer wants `expires_at`).
+pub const MAX_GRACE: Duration = Duration::from_secs(366 * 86_400);
+
+/// Parse a grace period: `72h`, `3d`, `90m`, `1h 30m`, `3600s`; at most [`MAX_GRACE`].
 ///
 /// # Errors
-/// [`KeygenError::BadGrace`] for anything else (or zero).
+/// [`KeygenError::BadGrace`] for anything else, zero, or more than a year.
 pub fn parse_grace(s: &str) -> Result<Duration, KeygenError> {
     match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(d) if !d.is_zero() && d <= MAX_GRACE => Ok(d),
         _ => Err(KeygenError::BadGrace(s.to_string())),
     }
 }
 
-fn list(v: &[String]) -> String {
-    format!("[{}]", v.join(", "))
-}
-
-/// The old key's optional settings, as YAML fields for the new key.
+/// The old key's optional settings, as fields for the new key, each value in JSON
+/// syntax (which is also YAML flow syntax, so `a:`, `1.0` or `true` stay strings).
 fn copied_fields(k: &KeyConfig) -> Vec<(&'static str, String)> {
+    use serde_json::json;
     let mut f = Vec::new();
+    let mut add = |name, value: serde_json::Value| f.push((name, value.to_string()));
     if let Some(v) = &k.routes {
-        f.push(("routes", list(v)));
+        add("routes", json!(v));
     }
     if let Some(v) = &k.methods {
-        f.push(("methods", list(v)));
+        add("methods", json!(v));
     }
     if let Some(v) = &k.scopes {
-        f.push(("scopes", list(v)));
+        add("scopes", json!(v));
     }
     if let Some(r) = &k.rate_limit {
-        f.push((
+        add(
             "rate_limit",
-            format!(
-                "{{ requests: {}, window_seconds: {} }}",
-                r.requests, r.window_seconds
-            ),
-        ));
+            json!({"requests": r.requests, "window_seconds": r.window_seconds}),
+        );
     }
     if let Some(q) = &k.quota {
         let period = match q.period {
             QuotaPeriod::Day => "day",
             QuotaPeriod::Month => "month",
         };
-        f.push((
-            "quota",
-            format!("{{ requests: {}, period: {period} }}", q.requests),
-        ));
+        add("quota", json!({"requests": q.requests, "period": period}));
     }
     f
 }
@@ -130,8 +126,37 @@ pub fn rotate(
 }
 
 impl Rotation {
-    /// What `keygate keygen --rotate` prints: the new key, then the two edits.
+    /// Whether the keys file is JSON (a document starting with `{`).
+    fn json(&self) -> bool {
+        std::fs::read_to_string(&self.path).is_ok_and(|t| t.trim_start().starts_with('{'))
+    }
+
+    /// What `keygate keygen --rotate` prints: the new key, then the two edits (in JSON
+    /// for a JSON keys file).
     pub fn text(&self) -> String {
+        if self.json() {
+            let mut entry = serde_json::json!({"id": self.new.key_id, "sha256": self.new.digest});
+            if let Some(t) = &self.new.expires_at {
+                entry["expires_at"] = t.clone().into();
+            }
+            for (name, value) in &self.new.fields {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(value) {
+                    entry[*name] = v;
+                }
+            }
+            return format!(
+                "# New API key for consumer `{c}`, replacing `{old}`. It is shown only this once: hand it to the client now.\n{key}\n\n\
+                 # {file} is JSON, which keygate does not edit. Make both changes, then reload keygate:\n\
+                 # 1. on the old key {{\"id\": \"{old}\", ...}}, set \"expires_at\": \"{end}\"\n\
+                 # 2. add this object to consumer `{c}`'s \"keys\":\n{entry}\n",
+                c = self.new.consumer,
+                old = self.old_id,
+                key = self.new.key,
+                file = self.path.display(),
+                end = self.old_expires_at,
+                entry = entry,
+            );
+        }
         format!(
             "# New API key for consumer `{c}`, replacing `{old}`. It is shown only this once: hand it to the client now.\n{key}\n\n\
              # In {file}, make both changes, then reload keygate (systemctl reload keygate):\n\
@@ -189,9 +214,13 @@ fn edited(text: &str, r: &Rotation) -> Option<String> {
     let expiry = format!("{field_pad}expires_at: {}", r.old_expires_at);
     let existing = (at + 1..end)
         .find(|&i| indent(lines[i]) == col + 2 && lines[i].trim_start().starts_with("expires_at:"));
-    // The new entry goes after the old key's block (its trailing blank lines excluded).
+    // The new entry goes after the old key's block, before the blank and comment lines
+    // that end it (they introduce what follows).
     let mut insert_at = end;
-    while insert_at > at + 1 && lines[insert_at - 1].trim().is_empty() {
+    while insert_at > at + 1 && {
+        let t = lines[insert_at - 1].trim();
+        t.is_empty() || t.starts_with('#')
+    } {
         insert_at -= 1;
     }
     let entry = r.new.entry(col);
@@ -221,6 +250,9 @@ pub fn write_rotation(r: &Rotation) -> Result<Appended, KeygenError> {
     let text = std::fs::read_to_string(path).map_err(io)?;
     let before = KeysFile::from_yaml(&text, path).map_err(KeygenError::Invalid)?;
     let refuse = || Ok(Appended::Instructions(r.text()));
+    if timestamp::parse_rfc3339(&r.old_expires_at).is_none() {
+        return refuse();
+    }
     if text.trim_start().starts_with('{') {
         return refuse();
     }

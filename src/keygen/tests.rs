@@ -189,3 +189,83 @@ fn existing_consumers_json_and_odd_layouts_get_instructions_and_no_edit() {
     ));
     std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
 }
+
+const ROTATE: &str = "# keys\nconsumers:\n  - id: acme\n    keys:\n      - id: old   # first key\n        sha256: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n        scopes: [\"a:\", \"1.0\", \"true\"]\n        rate_limit: { requests: 5, window_seconds: 1 }\n      # the next key belongs to the ops team\n      - id: other\n        sha256: \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"\n";
+
+#[test]
+fn rotation_copies_settings_expires_the_old_key_and_writes_in_place() {
+    let p = temp("rotate", ROTATE);
+    let grace = parse_grace("72h").unwrap();
+    let r = rotate(&p, "old", grace, Some("new"), None, NOW).unwrap();
+    assert_eq!(r.old_expires_at, timestamp::format_rfc3339(NOW + 72 * 3600));
+    assert_eq!(write_rotation(&r).unwrap(), Appended::Added);
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.starts_with("# keys\n") && text.contains("- id: old   # first key"));
+    // The new key sits right after the old one, before the comment about the next.
+    let new_at = text.find("- id: new").unwrap();
+    assert!(new_at < text.find("# the next key").unwrap(), "{text}");
+    let file = KeysFile::from_yaml(&text, &p).unwrap();
+    let keys = &file.consumers[0].keys;
+    assert_eq!(keys.len(), 3);
+    let new = keys.iter().find(|k| k.id == "new").unwrap();
+    assert_eq!(new.sha256, r.new.digest);
+    // Scope names that YAML would read as other types stay strings.
+    assert_eq!(
+        new.scopes.as_deref(),
+        Some(&["a:".to_string(), "1.0".into(), "true".into()][..])
+    );
+    assert_eq!(new.rate_limit.map(|l| l.requests), Some(5));
+    let old = keys.iter().find(|k| k.id == "old").unwrap();
+    assert_eq!(old.expires_at.as_deref(), Some(r.old_expires_at.as_str()));
+    // An earlier expiry is kept, never extended.
+    let again = rotate(&p, "old", parse_grace("30d").unwrap(), None, None, NOW).unwrap();
+    assert_eq!(again.old_expires_at, r.old_expires_at);
+}
+
+#[test]
+fn rotation_follows_symlinks_and_refuses_what_it_cannot_edit() {
+    let target = temp("rotate-target", ROTATE);
+    let link = target.with_file_name(format!("link-{}.yaml", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let r = rotate(&link, "old", parse_grace("1d").unwrap(), None, None, NOW).unwrap();
+    assert_eq!(write_rotation(&r).unwrap(), Appended::Added);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&target)
+        .unwrap()
+        .contains(&r.new.digest));
+    std::fs::remove_file(&link).unwrap();
+
+    // JSON: left alone, instructions in JSON.
+    let json = temp(
+        "rotate-json",
+        "{\"consumers\": [{\"id\": \"acme\", \"keys\": [{\"id\": \"j1\", \"sha256\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \"methods\": [\"GET\"]}]}]}",
+    );
+    let before = std::fs::read_to_string(&json).unwrap();
+    let r = rotate(&json, "j1", parse_grace("1d").unwrap(), None, None, NOW).unwrap();
+    let Appended::Instructions(text) = write_rotation(&r).unwrap() else {
+        panic!("a JSON file was edited")
+    };
+    assert_eq!(std::fs::read_to_string(&json).unwrap(), before);
+    let object = text.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(object).unwrap();
+    assert_eq!(v["sha256"], r.new.digest.as_str());
+    assert_eq!(v["methods"][0], "GET");
+    // A flow-style entry, and a key id that is also a consumer id: left alone.
+    for (name, text) in [
+        ("flow", "consumers:\n  - id: acme\n    keys:\n      - { id: old, sha256: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" }\n"),
+        ("same-id", "consumers:\n  - id: old\n    keys:\n      - id: old\n        sha256: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n"),
+    ] {
+        let p = temp(name, text);
+        let r = rotate(&p, "old", parse_grace("1d").unwrap(), None, None, NOW).unwrap();
+        assert!(matches!(write_rotation(&r).unwrap(), Appended::Instructions(_)), "{name}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text, "{name}");
+    }
+    // Grace periods beyond a year (and nonsense) are refused.
+    for bad in ["3000000d", "0s", "soon", "400d"] {
+        assert!(parse_grace(bad).is_err(), "{bad}");
+    }
+}

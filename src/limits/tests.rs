@@ -76,7 +76,7 @@ fn retry_after_is_when_a_request_fits_and_never_before_the_reset() {
             let (ok, s) = charge(&[(&spec, &c)], t0);
             assert!(!ok);
             let retry = s[0].retry_seconds;
-            assert!(retry >= s[0].reset_seconds, "{requests} {offset}: {s:?}");
+            assert_eq!(retry, s[0].reset_seconds, "{requests} {offset}: {s:?}");
             // At the advertised time a request fits.
             assert!(
                 charge(&[(&spec, &c)], t0 + retry as i64 * 1000).0,
@@ -224,4 +224,42 @@ fn a_charge_records_every_limit_and_its_owner() {
     // The consumer's counter was not charged for the refusal.
     assert_eq!(a.peek(&MIN, now).remaining, 2);
     assert!(super::charge(&[], now).is_empty());
+}
+
+#[test]
+fn retry_after_is_the_earliest_whole_second_a_request_fits() {
+    // 2 per 10 s: two requests at the end of one window weigh on the next one, whose own
+    // count leaves room: a request fits as soon as their weight drops to 1 (at 5 s).
+    let spec = Spec::Rate(Rate {
+        requests: 2,
+        window_seconds: 10,
+    });
+    let c = Counter::new();
+    let t0 = 1_000 * 10_000;
+    assert!(charge(&[(&spec, &c)], t0 + 9_000).0);
+    assert!(charge(&[(&spec, &c)], t0 + 9_000).0);
+    let at = t0 + 10_000 + 1_000;
+    let (ok, s) = charge(&[(&spec, &c)], at);
+    assert!(!ok);
+    assert_eq!(s[0].retry_seconds, 4, "{s:?}");
+    assert!(!charge(&[(&spec, &c)], at + 3_000).0);
+    assert!(charge(&[(&spec, &c)], at + 4_000).0);
+}
+
+#[test]
+fn usage_counts_a_window_the_counter_has_not_moved_into() {
+    let spec = Spec::Rate(Rate {
+        requests: 10,
+        window_seconds: 10,
+    });
+    let c = Counter::new();
+    let t0 = 500 * 10_000;
+    for _ in 0..4 {
+        assert!(charge(&[(&spec, &c)], t0).0);
+    }
+    assert_eq!(c.used(&spec, t0), 4);
+    // Half-way through the next window, the 4 weigh 2; two windows on, nothing.
+    assert_eq!(c.used(&spec, t0 + 15_000), 2);
+    assert_eq!(c.peek(&spec, t0 + 15_000).remaining, 8);
+    assert_eq!(c.used(&spec, t0 + 20_000), 0);
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use http::header::HeaderValue;
 use pingora::{Error, ErrorType, Result};
 
-use crate::admission::{Admission, Forward};
+use crate::admission::{Admission, Forward, Sunset};
 use crate::auth::AuthOutcome;
 use crate::forwarded::Client;
 use crate::problem::Code;
@@ -72,8 +72,8 @@ impl RequestCtx {
         }
     }
 
-    /// The key's `expires_at` (Unix seconds) when it is inside its warning window.
-    pub fn sunset(&self) -> Option<i64> {
+    /// The key's expiry warning, when it is inside its warning window.
+    pub fn sunset(&self) -> Option<Sunset> {
         match &self.decision {
             Some(Admission::Forward(f)) => f.sunset,
             Some(Admission::Reject(r)) => r.sunset,

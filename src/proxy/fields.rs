@@ -6,7 +6,8 @@ use http::Method;
 use pingora::http::ResponseHeader;
 use pingora::Result;
 
-use crate::admission::Reject;
+use crate::access::METHOD_NAMES;
+use crate::admission::{Reject, Sunset};
 use crate::auth::{AuthOutcome, Denial, Rejection};
 use crate::headers;
 use crate::limits::{self, Charge, Period, Spec};
@@ -14,9 +15,11 @@ use crate::problem::Code;
 use crate::state::State;
 use crate::timestamp;
 
-/// Set `RateLimit-Policy` and `RateLimit` for the limits charged (replacing any the
-/// origin sent), and `Deprecation`, `Sunset` and `Link` when the key is inside its
-/// warning window (`sunset`: its `expires_at`, Unix seconds).
+/// Add `RateLimit-Policy` and `RateLimit` members for the limits charged (as field
+/// lines of their own, so an origin's own policies stay listed: the fields are
+/// structured-field lists), and `Deprecation`, `Sunset` and a `Link` when the key is
+/// inside its warning window. An origin's own `Deprecation` or `Sunset` (about the
+/// resource) is kept as it is; the `Link` is added in any case.
 ///
 /// # Errors
 /// Pingora's error when a header cannot be inserted (never for values built here).
@@ -25,7 +28,7 @@ pub fn insert_credential_fields(
     state: &State,
     route: usize,
     charge: &Charge,
-    sunset: Option<i64>,
+    sunset: Option<Sunset>,
     now_ms: i64,
 ) -> Result<()> {
     let route_name = state.routes.get(route).map_or("", |r| r.name.as_str());
@@ -34,18 +37,23 @@ pub fn insert_credential_fields(
             HeaderValue::from_str(&policy),
             HeaderValue::from_str(&standing),
         ) {
-            resp.insert_header(headers::RATELIMIT_POLICY.clone(), p)?;
-            resp.insert_header(headers::RATELIMIT.clone(), s)?;
+            resp.append_header(headers::RATELIMIT_POLICY.clone(), p)?;
+            resp.append_header(headers::RATELIMIT.clone(), s)?;
         }
     }
-    if let Some(expires_at) = sunset {
-        // Deprecated since the warning began; the key stops working at `expires_at`.
-        let since = expires_at.saturating_sub(state.warning.seconds).max(0);
-        resp.insert_header(headers::DEPRECATION.clone(), format!("@{since}"))?;
-        resp.insert_header(
-            headers::SUNSET.clone(),
-            timestamp::format_http_date(expires_at),
-        )?;
+    if let Some(s) = sunset {
+        let origin_said = resp.headers.contains_key(&headers::DEPRECATION)
+            || resp.headers.contains_key(&headers::SUNSET);
+        if !origin_said {
+            resp.insert_header(
+                headers::DEPRECATION.clone(),
+                format!("@{}", s.deprecated_at),
+            )?;
+            resp.insert_header(
+                headers::SUNSET.clone(),
+                timestamp::format_http_date(s.sunset_at),
+            )?;
+        }
         if let Some(link) = &state.warning.link {
             resp.append_header(header::LINK, link.clone())?;
         }
@@ -59,22 +67,30 @@ pub fn insert_credential_fields(
 pub fn detail(state: &State, reject: &Reject, method: &Method) -> Option<String> {
     let route = state.routes.get(reject.route?)?;
     match (reject.code, reject.outcome) {
-        (Code::Forbidden, Some(AuthOutcome::Rejected(Rejection::Forbidden(d)))) => Some(match d {
-            Denial::Route => format!("This API key may not be used on route `{}`.", route.name),
-            Denial::Method => format!(
-                "This API key may not use the {} method on route `{}`.",
-                method.as_str(),
-                route.name
-            ),
-            Denial::Scope(bit) => format!(
-                "Route `{}` requires the scope `{}`, which this API key does not have.",
-                route.name,
-                state
-                    .scope_names
-                    .get(bit as usize)
-                    .map_or("?", String::as_str)
-            ),
-        }),
+        (Code::Forbidden, Some(AuthOutcome::Rejected(Rejection::Forbidden { denial: d, .. }))) => {
+            Some(match d {
+                Denial::Route => format!("This API key may not be used on route `{}`.", route.name),
+                // Only a method keygate knows is named: the request's own could be anything.
+                Denial::Method => match METHOD_NAMES.iter().find(|m| **m == method.as_str()) {
+                    Some(m) => format!(
+                        "This API key may not use the {m} method on route `{}`.",
+                        route.name
+                    ),
+                    None => format!(
+                        "This API key may not use this method on route `{}`.",
+                        route.name
+                    ),
+                },
+                Denial::Scope(bit) => format!(
+                    "Route `{}` requires the scope `{}`, which this API key does not have.",
+                    route.name,
+                    state
+                        .scope_names
+                        .get(bit as usize)
+                        .map_or("?", String::as_str)
+                ),
+            })
+        }
         (Code::RateLimited | Code::QuotaExceeded, _) => {
             let a = reject
                 .charge

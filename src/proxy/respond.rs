@@ -52,17 +52,22 @@ pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) ->
     if code == Code::MethodNotAllowed {
         resp.insert_header(header::ALLOW, FORWARDED_METHODS.clone())?;
     }
-    if let Some(r) = reject {
-        if let Some(route) = r.route {
-            fields::insert_credential_fields(
-                &mut resp,
-                &ctx.state,
-                route,
-                &r.charge,
-                r.sunset,
-                timestamp::now_unix_ms(),
-            )?;
-        }
+    // A rejection after authentication, or a failure to proxy an admitted request: the
+    // client still learns about its limits and its key.
+    let credential = match &ctx.decision {
+        Some(Admission::Reject(r)) => r.route.map(|route| (route, &r.charge, r.sunset)),
+        Some(Admission::Forward(f)) => Some((f.route, &f.charge, f.sunset)),
+        None => None,
+    };
+    if let Some((route, charge, sunset)) = credential {
+        fields::insert_credential_fields(
+            &mut resp,
+            &ctx.state,
+            route,
+            charge,
+            sunset,
+            timestamp::now_unix_ms(),
+        )?;
     }
     if keep_alive_after_rejection(session.req_header(), code) {
         // A small body still on the wire is read and discarded, so the next request on

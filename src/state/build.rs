@@ -24,6 +24,9 @@ use crate::forwarded::TrustedProxies;
 use crate::headers;
 use crate::metrics::Metrics;
 
+/// The longest expiry warning window, in seconds (a year).
+const MAX_WARNING_SECONDS: u64 = 366 * 86_400;
+
 /// Why header names with `_` are refused in the configuration.
 const UNDERSCORE: &str =
     "header names containing `_` are removed from every request (as nginx does); use `-`";
@@ -160,7 +163,14 @@ pub(super) fn build_streaming(
 /// The key-expiry warning: its window and the documentation link.
 fn warning(config: &Config, cfg: &Path, p: &mut Problems) -> KeyWarning {
     let a = &config.auth;
-    let seconds = i64::try_from(a.key_expiry_warning_seconds).unwrap_or(i64::MAX);
+    if a.key_expiry_warning_seconds > MAX_WARNING_SECONDS {
+        p.add(
+            cfg,
+            "auth.key_expiry_warning_seconds",
+            format!("must be at most {MAX_WARNING_SECONDS} (one year)"),
+        );
+    }
+    let seconds = i64::try_from(a.key_expiry_warning_seconds.min(MAX_WARNING_SECONDS)).unwrap_or(0);
     let link = a.deprecation_link.as_ref().and_then(|url| {
         let ok = (url.starts_with("https://") || url.starts_with("http://"))
             && url.len() > "https://".len()
@@ -266,6 +276,43 @@ fn check_listeners(config: &Config, cfg: &Path, p: &mut Problems) {
             "server.metrics_listen",
             format!("`{ml}` is not an ip:port address (or empty to disable)"),
         );
+    }
+    // Listeners share sockets by port (SO_REUSEPORT): two services on one address would
+    // take turns answering each other's clients.
+    let mut all: Vec<(String, SocketAddr)> = Vec::new();
+    let named = s
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("server.listen[{i}]"), a.as_str()))
+        .chain(s.tls_listen.iter().enumerate().map(|(i, t)| {
+            (
+                format!("server.tls_listen[{i}].address"),
+                t.address.as_str(),
+            )
+        }))
+        .chain([
+            ("server.metrics_listen".to_string(), ml.as_str()),
+            ("server.admin_listen".to_string(), s.admin_listen.as_str()),
+        ]);
+    for (field, text) in named {
+        let Ok(addr) = text.parse::<SocketAddr>() else {
+            continue;
+        };
+        let clash = all.iter().find(|(_, other)| {
+            other.port() == addr.port()
+                && (other.ip() == addr.ip()
+                    || other.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        });
+        if let Some((other_field, _)) = clash {
+            p.add(
+                cfg,
+                &field,
+                format!("`{text}` is already used by {other_field}; every listener needs an address of its own"),
+            );
+        }
+        all.push((field, addr));
     }
 }
 

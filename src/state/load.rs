@@ -116,6 +116,13 @@ fn load_inner(
         ),
     };
     let mut warnings = Vec::new();
+    let admin = &config.server.admin_listen;
+    if admin
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| !a.ip().is_loopback())
+    {
+        warnings.push(format!("server.admin_listen {admin} is not a loopback address: anyone who can reach it and holds the token can list keys"));
+    }
     if secret.len() < SHORT_SECRET {
         warnings.push(format!(
             "the shared secret is only {} characters long; use at least {SHORT_SECRET} random characters",

@@ -122,6 +122,15 @@ pub(super) fn routes<'c>(
         );
         let default_quota =
             policy::quota(&r.default_quota, cfg, &|| format!("{f}.default_quota"), p);
+        if r.auth == crate::config::AuthMode::None
+            && (default_rate.is_some() || default_quota.is_some())
+        {
+            p.add(
+                cfg,
+                format!("{f}.auth"),
+                "default limits count consumers, and an `auth: none` route has none: use `auth: required` or `optional`, or drop the limits",
+            );
+        }
         if !r.consumer_limits && (default_rate.is_some() || default_quota.is_some()) {
             p.add(
                 cfg,

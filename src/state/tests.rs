@@ -300,3 +300,30 @@ consumers:
     new.merge_last_use(&old);
     assert_eq!(new.last_used(idx), Some(1_800_000_100));
 }
+
+#[test]
+fn listeners_need_addresses_of_their_own_and_limits_a_consumer() {
+    let config = CONFIG.replace(
+        "secret: { env: KG_UNUSED }",
+        "secret: { env: KG_UNUSED }\nserver: { listen: [\"127.0.0.1:18080\", \"0.0.0.0:18443\"], metrics_listen: \"127.0.0.1:18443\", admin_listen: \"127.0.0.1:18080\", admin_token: { env: X } }",
+    )
+    .replace(
+        "  - { name: public, path_prefix: /public, upstream: origin, auth: none }",
+        "  - { name: public, path_prefix: /public, upstream: origin, auth: none, default_quota: { requests: 5, period: day } }",
+    )
+    .replace(
+        "auth: { keys_file: keys.yaml }",
+        "auth: { keys_file: keys.yaml, key_expiry_warning_seconds: 400000000000 }",
+    );
+    let e = build_from(&config, "consumers: []")
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "server.metrics_listen: `127.0.0.1:18443` is already used by server.listen[1]",
+        "server.admin_listen: `127.0.0.1:18080` is already used by server.listen[0]",
+        "routes[1].auth: default limits count consumers",
+        "auth.key_expiry_warning_seconds: must be at most",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}

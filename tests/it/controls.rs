@@ -508,6 +508,14 @@ consumers:
         r.header("link").as_deref(),
         Some(r#"<https://docs.example.com/keys>; rel="deprecation"; type="text/html""#)
     );
+    // A 403 to the old key warns too (it is still a valid key).
+    let r = request(s.gw.addr, "POST", "/v1", &[("x-api-key", &old)]);
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.header("sunset").as_deref(), Some(sunset.as_str()));
+    assert_eq!(
+        r.header("deprecation").as_deref(),
+        Some(deprecation.as_str())
+    );
     // The new key works, has the old one's settings, and is not warned.
     let r = with_key(s.gw.addr, "/v1", &new);
     assert_eq!(r.status(), 200);
@@ -522,7 +530,7 @@ consumers:
     assert_eq!(sample(&m, "keygate_keys_expiring_soon"), 1.0);
     assert_eq!(
         sample(&m, r#"keygate_expiring_key_requests_total{route="api"}"#),
-        1.0
+        2.0
     );
     assert_eq!(
         admin_keys(s.admin, "?state=expiring")["keys"][0]["id"],
@@ -667,6 +675,38 @@ consumers:
         again["keys"][0]["last_used_at"].as_str(),
         Some(used_at.as_str())
     );
+    // Pages, percent-encoded values, and bad parameters as problem documents.
+    let page = admin_keys(s.admin, "?limit=1&state=act%69ve");
+    assert_eq!(
+        (page["total"].as_u64(), page["count"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(page["next_offset"], 1);
+    let page = admin_keys(s.admin, "?limit=1&offset=1");
+    assert_eq!(page["keys"][0]["id"], "acme-idle");
+    assert!(page["next_offset"].is_null());
+    for bad in [
+        "?format=xml",
+        "?limit=0",
+        "?state=active&state=expired",
+        "?nope=1",
+    ] {
+        let r = get(
+            s.admin,
+            &format!("/keys{bad}"),
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        );
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
+    }
+    s.gw.wait_log("keygate::admin", 1);
+    assert!(
+        !s.gw.log().contains(ADMIN_TOKEN),
+        "the admin token was logged"
+    );
     // The text table, and a bad filter.
     let r = get(
         s.admin,
@@ -722,4 +762,27 @@ consumers:
     assert_eq!(v["count"], 1);
     let out = keygate_with_config(&["keys", "--state", "bogus"], &config);
     assert!(!out.status.success());
+}
+
+#[test]
+fn a_charged_request_the_origin_fails_still_carries_its_limits() {
+    let (a, da) = new_key();
+    let dir = TestDir::new();
+    // Nothing listens at the origin's address.
+    let cfg = GatewayConfig::new(free_addr()).routes(&[API]);
+    let gw = Gateway::start(
+        &dir,
+        &cfg.yaml(),
+        &acme("rate_limit: { requests: 5, window_seconds: 60 }", &da),
+    );
+    let r = with_key(gw.addr, "/v1", &a);
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        r.header("ratelimit-policy").as_deref(),
+        Some(r#""consumer-60s";q=5;w=60"#)
+    );
+    assert_eq!(
+        param(&r.header("ratelimit").unwrap(), "consumer-60s", "r"),
+        Some(4)
+    );
 }
