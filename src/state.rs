@@ -32,6 +32,7 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::config::AuthMode;
 use crate::forwarded::TrustedProxies;
 use crate::keystore::KeyIndex;
+use crate::logging::Throttle;
 use crate::metrics::{Handles, KeyGauges, EXPIRING_SOON_SECONDS};
 use crate::tls::OriginTrust;
 
@@ -96,6 +97,9 @@ pub struct Upstream {
     pub trust: Option<Arc<OriginTrust>>,
     /// The origin matches paths without regard to ASCII case.
     pub case_insensitive_paths: bool,
+    /// Limits the warning about this origin rejecting authenticated requests (a wrong
+    /// shared secret) to one a minute; starts afresh with each loaded configuration.
+    pub rejection_warning: Throttle,
 }
 
 impl std::fmt::Debug for Upstream {

@@ -164,3 +164,24 @@ fn tls_upstream_defaults_sni_to_host() {
     let s = build_from(&config, &keys_yaml()).unwrap();
     assert_eq!(s.upstreams[0].peer.sni, "localhost");
 }
+
+#[test]
+fn access_log_destination_must_name_a_file() {
+    for (destination, says) in [
+        (
+            "\"\"",
+            "server.access_log.destination: must be `stderr` or the path of a file",
+        ),
+        (
+            "/tmp",
+            "server.access_log.destination: `/tmp` is a directory",
+        ),
+    ] {
+        let config = format!("server:\n  access_log: {{ destination: {destination} }}\n{CONFIG}");
+        let s = build_from(&config, &keys_yaml()).unwrap_err().to_string();
+        assert!(s.contains(says), "{destination}: {s}");
+    }
+    let config =
+        format!("server:\n  access_log: {{ destination: /tmp/keygate-access.log }}\n{CONFIG}");
+    assert!(build_from(&config, &keys_yaml()).is_ok());
+}

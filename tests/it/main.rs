@@ -25,5 +25,7 @@ mod faults;
 mod leaks;
 // Stopping: every access-log line is written on SIGTERM and SIGINT.
 mod lifecycle;
+// Logs an operator can use: directives, JSON, a file reopened on SIGUSR1, quiet Pingora.
+mod logs;
 // The service manager hears the truth: start-up failures, readiness, reloads.
 mod service;
