@@ -1,4 +1,5 @@
-//! Criterion benchmarks for keygate's own per-request work and for loading keys.
+//! Criterion benchmarks for keygate's own per-request work (including the access-log
+//! line) and for loading keys.
 //!
 //! `cargo bench --bench keygate` measures; `cargo test --all-targets` runs each benchmark
 //! once as a smoke test (with smaller key sets, so CI stays quick).
@@ -15,6 +16,7 @@ use keygate::config::{ConsumerConfig, KeyConfig, KeysFile};
 use keygate::fixture;
 use keygate::forwarded;
 use keygate::limiter::FailureLimiter;
+use keygate::logging::{self, AccessRecord};
 use keygate::proxy::{rewrite_upstream_headers, Rewrite};
 use keygate::state::{self, State};
 use pingora::http::RequestHeader;
@@ -212,6 +214,40 @@ fn limit_check(c: &mut Criterion) {
     g.finish();
 }
 
+/// Formatting one access-log line, as the proxy's `logging` phase does for every request
+/// (into the thread's reused line buffer; writing it out happens on another thread).
+fn access_log(c: &mut Criterion) {
+    let record = AccessRecord {
+        method: Some("GET"),
+        path: Some(b"/v1/things/42"),
+        status: 200,
+        route: Some("api"),
+        consumer: Some("acme"),
+        key_id: Some("acme-2026-01"),
+        code: None,
+        duration: std::time::Duration::from_micros(7265),
+        request_id: b"0123456789abcdef0123456789abcdef",
+        client: Some("192.0.2.1".parse().unwrap()),
+        error: None,
+        key_expires_at: None,
+    };
+    let mut g = c.benchmark_group("access_log");
+    let mut line = String::with_capacity(512);
+    for (name, format) in [
+        ("text", logging::Format::Text),
+        ("json", logging::Format::Json),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                line.clear();
+                logging::format_line(format, black_box(&record), &mut line);
+                line.len()
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Loading and validating a keys file (JSON), streamed into the index.
 fn load(c: &mut Criterion) {
     let n = if measuring() { 1_000_000 } else { 10_000 };
@@ -254,5 +290,12 @@ fn load(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, auth_decision, request_path, limit_check, load);
+criterion_group!(
+    benches,
+    auth_decision,
+    request_path,
+    limit_check,
+    access_log,
+    load
+);
 criterion_main!(benches);

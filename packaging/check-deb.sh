@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Check a built keygate .deb: unpack it into a scratch root and verify its files,
-# conffiles, dependencies, unit, man page, completions and shipped configuration.
+# conffiles, dependencies, unit, man page, completions, shipped configuration and
+# logrotate configuration.
 #   packaging/check-deb.sh target/debian/keygate_*.deb
 set -euo pipefail
 deb="${1:?usage: packaging/check-deb.sh PACKAGE.deb}"
@@ -13,7 +14,7 @@ dpkg-deb -x "$deb" "$root"
 dpkg-deb -e "$deb" "$control"
 
 for f in usr/bin/keygate usr/lib/systemd/system/keygate.service etc/keygate/keygate.yaml \
-         etc/keygate/keys.yaml usr/share/man/man1/keygate.1.gz \
+         etc/keygate/keys.yaml etc/logrotate.d/keygate usr/share/man/man1/keygate.1.gz \
          usr/share/bash-completion/completions/keygate usr/share/zsh/vendor-completions/_keygate \
          usr/share/fish/vendor_completions.d/keygate.fish usr/share/doc/keygate/README.md \
          usr/share/doc/keygate/examples/keys.yaml; do
@@ -24,6 +25,18 @@ done
 
 grep -qx /etc/keygate/keygate.yaml "$control/conffiles" || fail "keygate.yaml is not a conffile"
 grep -qx /etc/keygate/keys.yaml "$control/conffiles" || fail "keys.yaml is not a conffile"
+grep -qx /etc/logrotate.d/keygate "$control/conffiles" || fail "the logrotate file is not a conffile"
+
+# logrotate: the access-log path the README documents, rotated by renaming (keygate
+# creates the new file when SIGUSR1 makes it reopen the path), and a configuration
+# logrotate accepts.
+lr="$root/etc/logrotate.d/keygate"
+[ "$(stat -c %a "$lr")" = 644 ] || fail "/etc/logrotate.d/keygate is not 0644"
+grep -q '^/var/log/keygate/access.log {' "$lr" || fail "logrotate does not name /var/log/keygate/access.log"
+grep -q 'nocreate' "$lr" || fail "logrotate would create the new file as root"
+grep -q 'signal=SIGUSR1 keygate.service' "$lr" || fail "logrotate does not send SIGUSR1 to keygate"
+grep -q '^LogsDirectory=keygate$' "$root/usr/lib/systemd/system/keygate.service" || fail "the unit lacks LogsDirectory=keygate"
+logrotate --debug --state "$control/logrotate.state" "$lr" >/dev/null 2>&1 || fail "logrotate rejects /etc/logrotate.d/keygate"
 depends="$(sed -n 's/^Depends: //p' "$control/control")"
 echo "$depends" | grep -q 'libc6' || fail "Depends lacks libc6: $depends"
 if echo "$depends" | grep -q 'libssl'; then fail "OpenSSL is linked in; Depends names libssl: $depends"; fi

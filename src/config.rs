@@ -50,6 +50,8 @@ pub const DEFAULT_CLIENT_HEADER_TIMEOUT_SECONDS: u64 = 30;
 pub const DEFAULT_CLIENT_BODY_MIN_RATE_BYTES_PER_SECOND: u64 = 500;
 /// Default interval between writes of buffered access-log lines, in milliseconds.
 pub const DEFAULT_ACCESS_LOG_FLUSH_INTERVAL_MS: u64 = 50;
+/// Default access-log destination: standard error.
+pub const DEFAULT_ACCESS_LOG_DESTINATION: &str = "stderr";
 /// Default limit on the number of request headers.
 pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
 /// Default failed authentications allowed per client address per window.
@@ -123,7 +125,8 @@ pub struct ServerConfig {
     pub admin_token: Option<SecretSource>,
 }
 
-/// `server.access_log:` — how access-log lines leave the process.
+/// `server.access_log:` — how access-log lines are written and where they go (all
+/// three need a restart to change).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLogConfig {
@@ -131,12 +134,40 @@ pub struct AccessLogConfig {
     /// out (lines are never written on the request path). Default 50. Every buffered
     /// line is written at exit whatever this is.
     pub flush_interval_ms: u64,
+    /// `text` (`key=value` pairs) or `json` (one object per line). Default `text`.
+    pub format: AccessLogFormat,
+    /// `stderr` (with keygate's other lines: the journal under systemd), or the path of
+    /// a file, relative to the config file's folder, opened for appending (created with
+    /// mode 0640 if missing) and reopened on SIGUSR1. Default `stderr`.
+    pub destination: String,
+}
+
+/// `server.access_log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// `2026-… INFO  keygate::access: method=GET path=/x status=200 …`
+    #[default]
+    Text,
+    /// `{"timestamp":"2026-…","level":"INFO","target":"keygate::access","method":"GET",…}`
+    Json,
+}
+
+impl AccessLogConfig {
+    /// The file the access log goes to (resolved against the folder of `config_path`),
+    /// or `None` for stderr.
+    pub fn file(&self, config_path: &Path) -> Option<PathBuf> {
+        (self.destination != DEFAULT_ACCESS_LOG_DESTINATION)
+            .then(|| resolve_relative(config_path, Path::new(&self.destination)))
+    }
 }
 
 impl Default for AccessLogConfig {
     fn default() -> Self {
         AccessLogConfig {
             flush_interval_ms: DEFAULT_ACCESS_LOG_FLUSH_INTERVAL_MS,
+            format: AccessLogFormat::default(),
+            destination: DEFAULT_ACCESS_LOG_DESTINATION.to_string(),
         }
     }
 }

@@ -32,7 +32,8 @@
 //! - [`request_id`]: request ids;
 //! - [`config`]: the YAML files as written (strict, located errors);
 //! - [`metrics`]: Prometheus families, label values and per-state handles;
-//! - [`logging`]: the leak-proof logger and the access log;
+//! - [`logging`]: the leak-proof logger (`KEYGATE_LOG` directives, Pingora capped) and the
+//!   access log (text or JSON, to stderr or a file reopened on SIGUSR1);
 //! - [`tls`]: origin certificate verification;
 //! - [`forwarded`]: the client address behind trusted proxies, and `X-Forwarded-*`;
 //! - [`keystore`]: the key index (O(1) by digest, about 70 bytes per key);

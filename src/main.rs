@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use keygate::cli::{self, Cli, Command, ReloadRequest};
+use keygate::config::{AccessLogConfig, AccessLogFormat};
 use keygate::metrics::Metrics;
 use keygate::reload::LoadHooks;
 use keygate::service::{self, Notifier, StatusFile};
@@ -132,7 +133,7 @@ fn main() -> ExitCode {
 
 /// `keygate run`: load, check the listeners, serve until stopped, write every log line.
 fn run(config: &Path, status_file: Option<PathBuf>) -> ExitCode {
-    sys::ignore_sighup_until_ready();
+    sys::ignore_signals_until_handled();
     service::exit_on_listener_failure();
     let metrics = match Metrics::register(prometheus::Registry::new()) {
         Ok(m) => Arc::new(m),
@@ -153,9 +154,10 @@ fn run(config: &Path, status_file: Option<PathBuf>) -> ExitCode {
         eprintln!("keygate: refusing to start: {e}");
         return ExitCode::FAILURE;
     }
-    logging::set_flush_interval(Duration::from_millis(
-        loaded.config.server.access_log.flush_interval_ms,
-    ));
+    if let Err(e) = open_access_log(config, &loaded.config.server.access_log) {
+        eprintln!("keygate: refusing to start: {e:#}");
+        return ExitCode::FAILURE;
+    }
     for w in &loaded.warnings {
         log::warn!("{w}");
     }
@@ -174,6 +176,7 @@ fn run(config: &Path, status_file: Option<PathBuf>) -> ExitCode {
             // `run` returns once the server stopped (SIGTERM after its grace period, or
             // SIGINT at once): then every buffered access-log line is written.
             gateway.run(pingora::server::RunArgs::default());
+            log::info!(target: "keygate::service", "stopped");
             logging::flush();
             ExitCode::SUCCESS
         }
@@ -267,6 +270,25 @@ fn rotate(
                 keys_file.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// Apply `server.access_log`: the format, the flush interval, and the destination, a
+/// file opened now (so a path keygate cannot write is a start-up failure).
+fn open_access_log(config: &Path, access_log: &AccessLogConfig) -> anyhow::Result<()> {
+    logging::set_flush_interval(Duration::from_millis(access_log.flush_interval_ms));
+    logging::set_format(match access_log.format {
+        AccessLogFormat::Text => logging::Format::Text,
+        AccessLogFormat::Json => logging::Format::Json,
+    });
+    if let Some(file) = access_log.file(config) {
+        logging::set_destination(&logging::Destination::File(file.clone())).with_context(|| {
+            format!(
+                "cannot open the access log {} (server.access_log.destination)",
+                file.display()
+            )
+        })?;
     }
     Ok(())
 }

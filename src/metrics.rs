@@ -233,7 +233,8 @@ pub struct Metrics {
     quota_consumers: IntGaugeVec,
     /// `keygate_key_store_bytes`: heap bytes of the key index.
     key_store_bytes: IntGauge,
-    /// `keygate_access_log_dropped_total`: access-log lines dropped because stderr was blocked.
+    /// `keygate_access_log_dropped_total`: access-log lines dropped because the writer
+    /// could not keep up (its destination blocked) or the destination refused a write.
     access_log_dropped: IntCounter,
     /// `keygate_client_timeouts_total{phase}`: request heads past
     /// `client_header_timeout_seconds` (`header`) and bodies below the minimum rate (`body`).
@@ -384,7 +385,7 @@ impl Metrics {
             r,
             IntCounter::new(
                 "keygate_access_log_dropped_total",
-                "Access-log lines dropped because the log writer could not keep up.",
+                "Access-log lines dropped because the log writer could not keep up or its destination refused a write.",
             )?,
         )?;
         let client_timeouts = counter_vec(

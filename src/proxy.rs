@@ -10,8 +10,10 @@
 //! connected_to_upstream ─► refuse a TLS connection whose certificate failed (tls.rs)
 //! upstream_request_filter ─► canonical target; rewrite::rewrite_upstream_headers
 //! request_body_filter ─► tell the connection the body ended (conn.rs rate floor)
+//! upstream_response_filter ─► count (and warn about) an origin rejecting keygate's secret
 //! response_filter ─► x-request-id; RateLimit fields and the key's Deprecation/Sunset
 //! fail_to_proxy ───► 502/504/408 problem documents
+//! suppress_error_log ─► no `ERROR Fail to proxy` line repeating an access line
 //! logging ─────────► metrics and one access-log record; the connection awaits the next head
 //! ```
 //!
@@ -19,13 +21,15 @@
 //! - `rewrite`: the header rewrite, step by step;
 //! - `respond`: problem documents and whether the connection survives them;
 //! - `fields`: the rate-limit and expiry-warning fields, and refusal details;
-//! - `timeouts`: the 408 for a request head that never completed.
+//! - `timeouts`: the 408 for a request head that never completed;
+//! - `warnings`: rate-limited warnings and debug lines about origins.
 
 mod ctx;
 mod fields;
 mod respond;
 mod rewrite;
 mod timeouts;
+mod warnings;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -56,6 +60,7 @@ pub use fields::{detail, insert_credential_fields};
 pub use respond::{drain_timeout, failure_code, keep_alive_after_rejection, MAX_DRAIN_BYTES};
 pub use rewrite::{rewrite_upstream_headers, Rewrite};
 pub use timeouts::Timeouts;
+pub use warnings::{duplicates_access_line, REJECTION_WARNING_PERIOD, UPSTREAM_TARGET};
 
 /// The gateway: holds the shared state handle and the brute-force table, nothing per request.
 pub struct ApiKeyProxy {
@@ -186,7 +191,7 @@ impl ProxyHttp for ApiKeyProxy {
         crate::tls::verdict(digest).map_err(|reason| {
             let mut e = Error::explain(
                 ErrorType::InvalidCert,
-                format!("origin certificate refused: {reason}"),
+                format!("{}: {reason}", warnings::CERT_REFUSED),
             );
             e.set_retry(false);
             e.into_up()
@@ -252,6 +257,7 @@ impl ProxyHttp for ApiKeyProxy {
         {
             if let Some(r) = ctx.route().and_then(|r| ctx.state.routes.get(r)) {
                 ctx.state.handles.origin_rejection(r.upstream);
+                warnings::warn_origin_rejection(&ctx.state, r.upstream, &r.name, status);
             }
         }
         Ok(())
@@ -290,7 +296,7 @@ impl ProxyHttp for ApiKeyProxy {
                     .handles
                     .upstream_error(r.upstream, ErrorKind::of(e.etype()));
                 if matches!(e.etype(), ErrorType::InvalidCert) {
-                    respond::warn_tls(&ctx.state, r.upstream, e);
+                    warnings::warn_tls(&ctx.state, r.upstream, e);
                 }
             }
         }
@@ -313,6 +319,21 @@ impl ProxyHttp for ApiKeyProxy {
             error_code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Leave out Pingora's `ERROR Fail to proxy` line when the access line already
+    /// records the failure (an upstream error, see [`duplicates_access_line`]); its
+    /// reason is logged at `debug` under `keygate::upstream` instead.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        let duplicate = duplicates_access_line(e, logging::access_enabled());
+        if duplicate {
+            let upstream = ctx
+                .route()
+                .and_then(|r| ctx.state.routes.get(r))
+                .map(|r| r.upstream);
+            warnings::debug_upstream_failure(&ctx.state, upstream, e, ctx.request_id.as_bytes());
+        }
+        duplicate
     }
 
     /// Pingora's own error line: method, path and request id only (no query, no headers).
@@ -351,28 +372,28 @@ impl ProxyHttp for ApiKeyProxy {
                     state
                         .consumers
                         .get(*consumer as usize)
-                        .map_or("-", |c| c.id.as_str()),
-                    state.keys.id(*key),
+                        .map(|c| c.id.as_str()),
+                    Some(state.keys.id(*key)),
                 )
             }
             _ => {
                 state
                     .handles
                     .request(route, status, None, elapsed.as_secs_f64());
-                ("-", "-")
+                (None, None)
             }
         };
         let req = session.req_header();
         logging::access(&AccessRecord {
-            method: req.method.as_str(),
-            path: raw_path(req),
+            method: Some(req.method.as_str()),
+            path: Some(raw_path(req)),
             status,
             route: route
                 .and_then(|r| state.routes.get(r))
-                .map_or("-", |r| r.name.as_str()),
+                .map(|r| r.name.as_str()),
             consumer,
             key_id,
-            code: ctx.answered.map_or("-", Code::as_str),
+            code: ctx.answered.map(Code::as_str),
             duration: elapsed,
             request_id: ctx.request_id.as_bytes(),
             client: ctx.client.addr,

@@ -188,7 +188,17 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         (
             "server.access_log.flush_interval_ms",
-            o.access_log != n.access_log,
+            o.access_log.flush_interval_ms != n.access_log.flush_interval_ms,
+        ),
+        // The format and the open file are the writer thread's, process-wide; SIGUSR1
+        // reopens the same path (logrotate), a new path needs a restart.
+        (
+            "server.access_log.format",
+            o.access_log.format != n.access_log.format,
+        ),
+        (
+            "server.access_log.destination",
+            o.access_log.destination != n.access_log.destination,
         ),
         (
             "auth.brute_force.table_slots",
@@ -264,13 +274,23 @@ mod tests {
                 "server.access_log.flush_interval_ms",
             ),
             (
+                "  access_log: { format: json }",
+                "",
+                "server.access_log.format",
+            ),
+            (
+                "  access_log: { destination: /var/log/keygate/access.log }",
+                "",
+                "server.access_log.destination",
+            ),
+            (
                 "  threads: 2",
                 "  brute_force: { table_slots: 2048 }",
                 "auth.brute_force.table_slots",
             ),
         ] {
             let changed = restart_only_changes(&base, &config(server, auth));
-            assert!(changed.contains(&field), "{field}: {changed:?}");
+            assert_eq!(changed, vec![field], "{server} {auth}");
         }
         // Live settings are applied by the reload, not reported.
         for live in [

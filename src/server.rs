@@ -1,8 +1,9 @@
 //! Wiring: turns a loaded configuration into a Pingora `Server` with keygate's services.
 //!
 //! The proxy (every accepted connection wrapped by [`crate::conn`]), the
-//! telemetry listener and the SIGHUP reloader are added here; `main` runs the
-//! server and drains the access log once it stops.
+//! telemetry listener, the SIGHUP reloader and the SIGUSR1 access-log reopener
+//! are added here; `main` opens the access log, runs the server and drains the
+//! access log once it stops.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,12 +14,12 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::config::{resolve_relative, ServerConfig};
+use crate::config::{resolve_relative, AccessLogFormat, ServerConfig};
 use crate::conn::DeadlineApp;
 use crate::metrics::Metrics;
 use crate::proxy::{ApiKeyProxy, Timeouts};
 use crate::reload::{LoadHooks, Reloader};
-use crate::service::{self, Notifier, Readiness};
+use crate::service::{self, LogReopener, Notifier, Readiness};
 use crate::state::{Loaded, SharedState};
 use crate::telemetry::TelemetryApp;
 
@@ -125,6 +126,17 @@ pub fn assemble(
     server.add_service(background_service(
         "keygate readiness",
         Readiness::new(&config.server, summary, notifier.clone()),
+    ));
+    let access_log = &config.server.access_log;
+    server.add_service(background_service(
+        "keygate log reopener",
+        LogReopener::new(
+            access_log.file(&config_path.clone().unwrap_or_default()),
+            match access_log.format {
+                AccessLogFormat::Text => "text",
+                AccessLogFormat::Json => "json",
+            },
+        ),
     ));
     if let Some(path) = config_path {
         let reloader = Reloader::new(

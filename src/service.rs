@@ -14,6 +14,9 @@
 //!   naming the result, and write the [`StatusFile`] that `keygate reload
 //!   --wait` reads, so `systemctl reload` returns after the reload and fails
 //!   when it failed.
+//! - Stopping is announced in keygate's words (`STOPPING=1`, one log line);
+//!   Pingora's own start and stop lines are `debug` (see [`crate::logging`]).
+//! - SIGUSR1 reopens the access-log file ([`LogReopener`]), for logrotate.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -305,11 +308,13 @@ fn probe_target(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Announces readiness once every listener accepts connections (see the module docs).
+/// Announces readiness once every listener accepts connections, and the start of a
+/// graceful stop (see the module docs).
 pub struct Readiness {
     listeners: Vec<(String, &'static str)>,
     summary: String,
     notifier: Notifier,
+    grace_period_seconds: u64,
 }
 
 impl Readiness {
@@ -322,6 +327,7 @@ impl Readiness {
                 .collect(),
             summary,
             notifier,
+            grace_period_seconds: server.grace_period_seconds,
         }
     }
 
@@ -375,7 +381,63 @@ impl BackgroundService for Readiness {
         self.notifier.ready(&format!("serving: {}", self.summary));
         // Tell the service manager when keygate starts stopping (SIGTERM).
         let _ = shutdown.changed().await;
+        log::info!(
+            target: "keygate::service",
+            "stopping: no new connections; requests in flight get up to {} s",
+            self.grace_period_seconds
+        );
         self.notifier.stopping();
+    }
+}
+
+/// Reopens the access-log file on SIGUSR1, after logrotate renamed it (its
+/// `postrotate` sends the signal); with the access log on stderr SIGUSR1 changes nothing.
+pub struct LogReopener {
+    file: Option<PathBuf>,
+    format: &'static str,
+}
+
+impl LogReopener {
+    /// Reopen `file` (the access log's, `None` when it goes to stderr), written in `format`
+    /// (named in the start-up line).
+    pub fn new(file: Option<PathBuf>, format: &'static str) -> Self {
+        LogReopener { file, format }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for LogReopener {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!(target: crate::logging::LOGGING_TARGET, "cannot install the SIGUSR1 handler, the access log cannot be reopened: {e}");
+                return;
+            }
+        };
+        match &self.file {
+            Some(f) => log::info!(
+                target: crate::logging::LOGGING_TARGET,
+                "access log ({}) written to {}; SIGUSR1 reopens it",
+                self.format,
+                f.display()
+            ),
+            None => log::debug!(
+                target: crate::logging::LOGGING_TARGET,
+                "access log ({}) written to stderr",
+                self.format
+            ),
+        }
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => match &self.file {
+                    Some(_) => crate::logging::reopen(),
+                    None => log::info!(target: crate::logging::LOGGING_TARGET, "SIGUSR1 received; the access log goes to stderr, nothing to reopen"),
+                },
+                _ = shutdown.changed() => break,
+            }
+        }
     }
 }
 

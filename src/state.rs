@@ -36,6 +36,7 @@ use crate::config::AuthMode;
 use crate::forwarded::TrustedProxies;
 use crate::keystore::{KeyEntry, KeyIndex};
 use crate::limits::{Counter, Spec};
+use crate::logging::Throttle;
 use crate::metrics::{Handles, KeyGauges};
 use crate::tls::OriginTrust;
 
@@ -115,6 +116,9 @@ pub struct Upstream {
     pub trust: Option<Arc<OriginTrust>>,
     /// The origin matches paths without regard to ASCII case.
     pub case_insensitive_paths: bool,
+    /// Limits the warning about this origin rejecting authenticated requests (a wrong
+    /// shared secret) to one a minute; starts afresh with each loaded configuration.
+    pub rejection_warning: Throttle,
 }
 
 impl std::fmt::Debug for Upstream {

@@ -2,13 +2,16 @@
 //! code of keygate, each call with the invariant it relies on. The library forbids
 //! `unsafe`; it receives these as plain function pointers.
 
-/// Ignore SIGHUP until the reloader installs its handler: its default action would kill
-/// the process, and a `systemctl reload` can arrive while keygate is still starting.
-pub fn ignore_sighup_until_ready() {
-    // SAFETY: installs the predefined SIG_IGN disposition; no handler code runs.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+/// Ignore SIGHUP and SIGUSR1 until keygate's handlers are installed (the reloader's and
+/// the access-log reopener's): their default action would kill the process, and a
+/// `systemctl reload` or a logrotate run can arrive while keygate is still starting.
+pub fn ignore_signals_until_handled() {
+    for signal in [libc::SIGHUP, libc::SIGUSR1] {
+        // SAFETY: installs the predefined SIG_IGN disposition; no handler code runs.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
     }
 }
 

@@ -121,3 +121,45 @@ fn streaming_consumers_match_the_whole_file_parse_and_locate_errors() {
         .to_string();
     assert!(err.contains("unknown field `consumer`"), "{err}");
 }
+
+#[test]
+fn access_log_format_and_destination_are_strict_with_documented_defaults() {
+    let c = Config::from_yaml(MINIMAL, Path::new("/etc/keygate/k.yaml")).unwrap();
+    assert_eq!(c.server.access_log, AccessLogConfig::default());
+    assert_eq!(c.server.access_log.format, AccessLogFormat::Text);
+    assert_eq!(c.server.access_log.destination, "stderr");
+    assert_eq!(
+        c.server.access_log.file(Path::new("/etc/keygate/k.yaml")),
+        None
+    );
+
+    let with = |access_log: &str| {
+        Config::from_yaml(
+            &format!("server:\n  access_log: {access_log}\n{MINIMAL}"),
+            Path::new("/etc/keygate/k.yaml"),
+        )
+    };
+    let c = with("{ format: json, destination: /var/log/keygate/access.log }").unwrap();
+    assert_eq!(c.server.access_log.format, AccessLogFormat::Json);
+    assert_eq!(
+        c.server.access_log.file(Path::new("/etc/keygate/k.yaml")),
+        Some(PathBuf::from("/var/log/keygate/access.log"))
+    );
+    assert_eq!(c.server.access_log.flush_interval_ms, 50);
+    let c = with("{ destination: logs/access.log }").unwrap();
+    assert_eq!(
+        c.server.access_log.file(Path::new("/etc/keygate/k.yaml")),
+        Some(PathBuf::from("/etc/keygate/logs/access.log"))
+    );
+    for (bad, says) in [
+        ("{ format: JSON }", "unknown variant `JSON`"),
+        ("{ format: yaml }", "unknown variant `yaml`"),
+        ("{ destinaton: stderr }", "unknown field `destinaton`"),
+    ] {
+        let e = with(bad).unwrap_err().to_string();
+        assert!(
+            e.contains(says) && e.contains("server.access_log"),
+            "{bad}: {e}"
+        );
+    }
+}

@@ -1,7 +1,6 @@
 //! Problem documents keygate writes itself: which code answers a failure, and whether
 //! the connection survives it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +13,7 @@ use super::{fields, RequestCtx};
 use crate::admission::Admission;
 use crate::headers;
 use crate::problem::Code;
-use crate::state::{Limits, State};
+use crate::state::Limits;
 use crate::timestamp;
 
 /// Request bodies above this size are not drained after a rejection: the connection closes.
@@ -147,31 +146,6 @@ pub fn failure_code(e: &Error, body_cut: bool) -> Option<Code> {
         ) => None,
         (ErrorSource::Downstream, _) => Some(Code::BadRequest),
         _ => Some(Code::Internal),
-    }
-}
-
-/// Upstream TLS failures logged per second at most (each is also in the access log).
-static LAST_TLS_WARNING: AtomicU64 = AtomicU64::new(0);
-
-/// Log why an origin's certificate was refused, at most once a second.
-pub(super) fn warn_tls(state: &State, upstream: usize, e: &Error) {
-    let now = u64::try_from(timestamp::now_unix()).unwrap_or(0);
-    let last = LAST_TLS_WARNING.load(Ordering::Relaxed);
-    if now > last
-        && LAST_TLS_WARNING
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let name = state
-            .upstreams
-            .get(upstream)
-            .map_or("-", |u| u.name.as_str());
-        let reason = e
-            .context
-            .as_ref()
-            .map(|c| c.as_str())
-            .unwrap_or("TLS verification failed");
-        log::warn!(target: "keygate::upstream", "upstream `{name}`: {reason}");
     }
 }
 

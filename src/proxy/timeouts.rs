@@ -40,13 +40,13 @@ impl TimeoutReporter for Timeouts {
         out.extend_from_slice(&body);
         self.shared.load().handles.request(None, 408, None, 0.0);
         logging::access(&AccessRecord {
-            method: "-",
-            path: b"-",
+            method: None,
+            path: None,
             status: 408,
-            route: "-",
-            consumer: "-",
-            key_id: "-",
-            code: code.as_str(),
+            route: None,
+            consumer: None,
+            key_id: None,
+            code: Some(code.as_str()),
             duration: Duration::ZERO,
             request_id: id.as_bytes(),
             client,

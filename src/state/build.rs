@@ -269,6 +269,24 @@ fn check_listeners(config: &Config, cfg: &Path, p: &mut Problems) {
     if s.threads == 0 {
         p.add(cfg, "server.threads", "must be at least 1");
     }
+    // The file itself is opened (and created) at start, not by `keygate check`.
+    let dest = &s.access_log.destination;
+    if dest.trim().is_empty() {
+        p.add(
+            cfg,
+            "server.access_log.destination",
+            "must be `stderr` or the path of a file",
+        );
+    } else if s.access_log.file(cfg).is_some_and(|f| f.is_dir()) {
+        p.add(
+            cfg,
+            "server.access_log.destination",
+            format!(
+                "`{dest}` is a directory; name a file in it, e.g. `{}/access.log`",
+                dest.trim_end_matches('/')
+            ),
+        );
+    }
     let ml = &s.metrics_listen;
     if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
         p.add(

@@ -327,3 +327,24 @@ fn listeners_need_addresses_of_their_own_and_limits_a_consumer() {
         assert!(e.contains(want), "missing {want:?} in:\n{e}");
     }
 }
+
+#[test]
+fn access_log_destination_must_name_a_file() {
+    for (destination, says) in [
+        (
+            "\"\"",
+            "server.access_log.destination: must be `stderr` or the path of a file",
+        ),
+        (
+            "/tmp",
+            "server.access_log.destination: `/tmp` is a directory",
+        ),
+    ] {
+        let config = format!("server:\n  access_log: {{ destination: {destination} }}\n{CONFIG}");
+        let s = build_from(&config, &keys_yaml()).unwrap_err().to_string();
+        assert!(s.contains(says), "{destination}: {s}");
+    }
+    let config =
+        format!("server:\n  access_log: {{ destination: /tmp/keygate-access.log }}\n{CONFIG}");
+    assert!(build_from(&config, &keys_yaml()).is_ok());
+}

@@ -12,6 +12,7 @@ use pingora::upstreams::peer::HttpPeer;
 use super::problems::Problems;
 use super::{valid_id, Upstream};
 use crate::config::{resolve_relative, Config, UpstreamConfig};
+use crate::logging::Throttle;
 use crate::tls::{ExpectedName, OriginTrust};
 
 /// How long an idle upstream connection is kept for reuse.
@@ -132,6 +133,7 @@ fn upstream(name: &str, u: &UpstreamConfig, cfg: &Path, p: &mut Problems) -> Opt
         host_header,
         trust,
         case_insensitive_paths: u.case_insensitive_paths,
+        rejection_warning: Throttle::new(),
     })
 }
 

@@ -4,15 +4,53 @@ use crate::harness::*;
 
 #[test]
 fn no_key_digest_or_secret_appears_anywhere_even_at_trace() {
+    let log = leak_session(None);
+    assert!(
+        log.stderr.contains("keygate::access"),
+        "access log missing:\n{}",
+        log.stderr
+    );
+}
+
+#[test]
+fn nor_in_a_json_access_log_file() {
+    let log = leak_session(Some("{ format: json, destination: access.log }"));
+    let file = log.file.unwrap_or_default();
+    assert!(file.lines().count() >= 5, "access log file:\n{file}");
+    for line in file.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["target"], "keygate::access", "{line}");
+    }
+    assert!(
+        !log.stderr.contains("keygate::access:"),
+        "access lines on stderr:\n{}",
+        log.stderr
+    );
+}
+
+/// What a leak session wrote: stderr, and the access-log file if there is one.
+struct Logs {
+    stderr: String,
+    file: Option<String>,
+}
+
+/// Run keygate at `trace` (with `server.access_log` set to `access_log`, if given)
+/// through valid, invalid and malformed requests carrying keys and the secret, and assert
+/// that none reaches stderr, the access-log file, a response body or `/metrics`.
+fn leak_session(access_log: Option<&str>) -> Logs {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
     let maddr = free_addr();
     let addr = free_addr();
-    let cfg = GatewayConfig::new(origin.addr)
+    let mut cfg = GatewayConfig::new(origin.addr)
         .listen(addr)
         .metrics(maddr)
-        .yaml();
+        .server("grace_period_seconds: 1");
+    if let Some(a) = access_log {
+        cfg = cfg.server(&format!("access_log: {a}"));
+    }
+    let cfg = cfg.yaml();
     let cfg = dir.write("keygate.yaml", &cfg);
     dir.write("keys.yaml", &k.yaml);
     let mut gw = Gateway::spawn(
@@ -61,15 +99,22 @@ fn no_key_digest_or_secret_appears_anywhere_even_at_trace() {
         "GET /v1 HTTP/1.1\r\n{h}Authorization: Bearer {good}\r\nx-bad\0: 1\r\n\r\n"
     ));
     exchange(format!("G@T /v1 HTTP/1.1\r\n{h}x-api-key: {good}\r\n\r\n"));
+    // The origin stops accepting keygate's secret: keygate warns, naming no secret.
+    origin.set_secret("the-origin-expects-another-secret");
+    exchange(format!(
+        "GET /v1 HTTP/1.1\r\n{h}Authorization: Bearer {good}\r\n\r\n"
+    ));
     let metrics = scrape_until(maddr, r#"keygate_auth_total{result="ambiguous"}"#, 1.0);
-    // Every proxied request has its access-log line (written in batches); the malformed
-    // ones are answered by Pingora before keygate sees them.
-    gw.wait_log("keygate::access", 5);
-    let log = gw.log();
-
+    // Every proxied request has its access-log line (written in batches, all of them by
+    // the time keygate has stopped); the malformed ones are answered by Pingora before
+    // keygate sees them.
+    gw.wait_log("to an authenticated request", 1);
+    gw.stop();
+    let file = access_log.map(|_| std::fs::read_to_string(dir.path("access.log")).unwrap());
+    let log = format!("{}\n{}", gw.log(), file.clone().unwrap_or_default());
     assert!(
-        log.contains("keygate::access"),
-        "access log missing:\n{log}"
+        log.matches("keygate::access").count() >= 5,
+        "access lines missing:\n{log}"
     );
     let mut secrets = vec![
         SECRET.to_string(),
@@ -96,4 +141,8 @@ fn no_key_digest_or_secret_appears_anywhere_even_at_trace() {
         !log.contains("api_key="),
         "query strings are not logged:\n{log}"
     );
+    Logs {
+        stderr: gw.log(),
+        file,
+    }
 }

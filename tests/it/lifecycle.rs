@@ -14,24 +14,6 @@ fn flush_only_at_exit(origin: std::net::SocketAddr) -> String {
         .yaml()
 }
 
-/// Wait until process `pid` has exited (gone, or a zombie awaiting its parent).
-fn wait_exit(pid: u32, within: Duration) {
-    eventually(
-        &format!("keygate {pid} exits"),
-        within,
-        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => Some(()),
-            Ok(stat) => {
-                let state = stat
-                    .rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().next());
-                (state == Some("Z")).then_some(())
-            }
-        },
-    );
-}
-
 fn access_lines(log: &str, path_prefix: &str) -> usize {
     log.lines()
         .filter(|l| l.contains("keygate::access") && l.contains(&format!("path={path_prefix}")))

@@ -25,6 +25,8 @@ mod faults;
 mod leaks;
 // Stopping: every access-log line is written on SIGTERM and SIGINT.
 mod lifecycle;
+// Logs an operator can use: directives, JSON, a file reopened on SIGUSR1, quiet Pingora.
+mod logs;
 // The service manager hears the truth: start-up failures, readiness, reloads.
 mod service;
 // Consumer controls: rate limits, quotas, key lifecycle, scopes, metadata, last use, admin.

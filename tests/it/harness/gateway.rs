@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::config::{GatewayConfig, SECRET};
 use super::http::Client;
-use super::process::{eventually, ChildGuard, SpawnGuarded};
+use super::process::{eventually, wait_exit, ChildGuard, SpawnGuarded};
 
 /// How long keygate may take to listen, to log an expected line, or to count a metric.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -250,6 +250,13 @@ impl Gateway {
     /// Send SIGHUP (reload) to the gateway.
     pub fn sighup(&self) {
         self.signal("HUP");
+    }
+
+    /// Stop the gateway with SIGTERM and wait until it has exited (its grace period must
+    /// be short: see `server.grace_period_seconds`); then its log is complete.
+    pub fn stop(&self) {
+        self.signal("TERM");
+        wait_exit(self.pid(), Duration::from_secs(20));
     }
 
     /// Send `signal` (e.g. "TERM") to the gateway.

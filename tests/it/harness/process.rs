@@ -104,3 +104,22 @@ pub fn eventually<T, A: Attempt<T>>(what: &str, deadline: Duration, mut f: impl 
         std::thread::sleep(POLL_INTERVAL);
     }
 }
+
+/// Wait until process `pid` has exited (gone, or a zombie awaiting its parent); panics
+/// after `within`.
+pub fn wait_exit(pid: u32, within: Duration) {
+    eventually(
+        &format!("process {pid} exits"),
+        within,
+        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => Some(()),
+            Ok(stat) => {
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next());
+                (state == Some("Z")).then_some(())
+            }
+        },
+    );
+}
