@@ -93,12 +93,21 @@ pub enum Admission {
     Forward(Forward),
     /// Answer it here.
     Reject(Reject),
+    /// A CORS preflight for a route with `cors`: answer it here, without a key.
+    Preflight {
+        /// The matched route.
+        route: usize,
+    },
 }
 
 fn reject(code: Code) -> Admission {
+    reject_on(code, None)
+}
+
+fn reject_on(code: Code, route: Option<usize>) -> Admission {
     Admission::Reject(Reject {
         code,
-        route: None,
+        route,
         outcome: None,
         retry_after: None,
         charge: Charge::default(),
@@ -272,10 +281,31 @@ pub fn admit(
     let Some(route) = state.route(host, path) else {
         return reject(Code::RouteNotFound);
     };
+    let r = &state.routes[route];
+    if r.cors.is_some() && crate::cors::is_preflight(&req.method, &req.headers) {
+        return Admission::Preflight { route };
+    }
+    // A method the route does not serve ends here: falling through to a later, broader
+    // route would walk around this one.
+    if !r.methods.allows(&req.method) {
+        return reject_on(Code::MethodNotAllowed, Some(route));
+    }
+    if let Some(max) = r.max_request_body {
+        let declared = req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return reject_on(Code::PayloadTooLarge, Some(route));
+        }
+    }
     // Pingora keeps an absolute-form target (`GET http://host/path`) verbatim for the
-    // wire; forward origin-form so the origin sees exactly the path routed here.
-    let target = (canonical.is_some() || absolute_form).then(|| {
-        let mut t = path.to_vec();
+    // wire; forward origin-form so the origin sees exactly the path routed here; a route
+    // may rewrite its prefix.
+    let rewritten = r.rewrite.as_ref().map(|rw| rw.apply(&r.path_prefix, path));
+    let target = (canonical.is_some() || absolute_form || rewritten.is_some()).then(|| {
+        let mut t = rewritten.unwrap_or_else(|| path.to_vec());
         if let Some(q) = query {
             t.push(b'?');
             t.extend_from_slice(q);
@@ -440,7 +470,7 @@ routes:
     fn code(a: &Admission) -> Option<Code> {
         match a {
             Admission::Reject(r) => Some(r.code),
-            Admission::Forward(_) => None,
+            Admission::Forward(_) | Admission::Preflight { .. } => None,
         }
     }
 

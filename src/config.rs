@@ -60,6 +60,8 @@ pub const DEFAULT_BRUTE_FORCE_MAX_FAILURES: u32 = 20;
 pub const DEFAULT_BRUTE_FORCE_WINDOW_SECONDS: u32 = 60;
 /// Default number of counters in the brute-force table (8 bytes each).
 pub const DEFAULT_BRUTE_FORCE_TABLE_SLOTS: usize = 65_536;
+/// Default time a browser may cache a CORS preflight answer, in seconds.
+pub const DEFAULT_CORS_MAX_AGE_SECONDS: u64 = 600;
 /// Default warning window before a key's `expires_at`, in seconds (7 days).
 pub const DEFAULT_KEY_EXPIRY_WARNING_SECONDS: u64 = 7 * 24 * 3600;
 
@@ -396,6 +398,61 @@ pub struct RouteConfig {
     /// (its requests are neither limited nor counted). Default true.
     #[serde(default = "default_true")]
     pub consumer_limits: bool,
+    /// Methods this route serves; another method on a matching host and path gets 405
+    /// (never a later route). Default: all that keygate forwards.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Remove `path_prefix` from the path sent to the origin (`/v1/orders` → `/orders`).
+    /// Default false.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Replace `path_prefix` by this in the path sent to the origin (`/v1/orders` →
+    /// `/internal/orders`). Default none.
+    #[serde(default)]
+    pub rewrite_prefix: Option<String>,
+    /// Connect timeout for this route, in milliseconds, instead of the upstream's.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Read timeout for this route, in milliseconds, instead of the upstream's.
+    #[serde(default)]
+    pub read_timeout_ms: Option<u64>,
+    /// Largest request body, in bytes; larger gets 413. Default: no limit.
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
+    /// Cross-origin resource sharing for browsers: answer preflights without a key and
+    /// add the CORS response headers. Default none (no CORS).
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+/// `routes[].cors:` — which browser origins may call this route, and how.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed (`https://app.example.com`, scheme://host[:port]), or `["*"]`.
+    pub allow_origins: Vec<String>,
+    /// Methods a preflight may ask for. Default: the route's `methods`, else the
+    /// methods keygate forwards.
+    #[serde(default)]
+    pub allow_methods: Option<Vec<String>>,
+    /// Request headers a preflight may ask for. Default: the ones it asks for.
+    #[serde(default)]
+    pub allow_headers: Option<Vec<String>>,
+    /// Response headers scripts may read, besides keygate's own (`x-request-id`,
+    /// `RateLimit`, `RateLimit-Policy`, `Retry-After`, `Deprecation`, `Sunset`).
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer, in seconds. Default 600.
+    #[serde(default = "default_cors_max_age")]
+    pub max_age_seconds: u64,
+    /// Allow credentials (cookies, `Authorization` set by the browser). Default false;
+    /// never together with `"*"`.
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+fn default_cors_max_age() -> u64 {
+    DEFAULT_CORS_MAX_AGE_SECONDS
 }
 
 fn default_true() -> bool {

@@ -9,6 +9,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     ("apikey", 0),
     ("access", 0),
+    ("cors", 0),
     ("timestamp", 0),
     ("limits", 1),
     ("headers", 0),

@@ -9,7 +9,7 @@
 //! layer (a test, `layering`, keeps it so). From the bottom:
 //!
 //! ```text
-//! leaves      apikey access timestamp → limits headers host path limiter problem
+//! leaves      apikey access cors timestamp → limits headers host path limiter problem
 //!             request_id config metrics logging tls forwarded
 //! keys        keystore
 //! state       state                   (validated, prepared, immutable snapshot)
@@ -23,6 +23,7 @@
 //!
 //! - [`apikey`]: the key format, checksum and digests;
 //! - [`access`]: method and scope sets;
+//! - [`cors`]: the CORS protocol for browser clients (preflights, response headers);
 //! - [`timestamp`]: RFC 3339 and HTTP-date helpers;
 //! - [`limits`]: rate-limit and quota counters (count admitted requests only);
 //! - [`headers`]: every header name keygate sets, and those it removes from clients;
@@ -62,6 +63,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod cors;
 pub mod demo;
 #[doc(hidden)]
 pub mod fixture;

@@ -27,6 +27,11 @@ pub enum Code {
     MethodNotAllowed,
     /// 400: the request is malformed.
     BadRequest,
+    /// 413: the request body is larger than the route allows.
+    PayloadTooLarge,
+    /// 403: a CORS preflight from an origin (or for a method or header) the route does not
+    /// allow.
+    CorsRejected,
     /// 400: the path uses encodings or dot segments keygate will not route.
     InvalidPath,
     /// 400: the `Host` (or absolute-form authority) is not a valid host.
@@ -62,6 +67,8 @@ impl Code {
             Code::RouteNotFound => "route_not_found",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::BadRequest => "bad_request",
+            Code::PayloadTooLarge => "request_body_too_large",
+            Code::CorsRejected => "cors_not_allowed",
             Code::InvalidPath => "invalid_path",
             Code::InvalidHost => "invalid_host",
             Code::RequestTimeout => "request_timeout",
@@ -83,7 +90,8 @@ impl Code {
             | Code::ExpiredApiKey
             | Code::DisabledApiKey
             | Code::AmbiguousCredentials => 401,
-            Code::Forbidden => 403,
+            Code::Forbidden | Code::CorsRejected => 403,
+            Code::PayloadTooLarge => 413,
             Code::RouteNotFound => 404,
             Code::MethodNotAllowed => 405,
             Code::BadRequest | Code::InvalidPath | Code::InvalidHost => 400,
@@ -105,6 +113,7 @@ impl Code {
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
+            413 => "Content Too Large",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             502 => "Bad Gateway",
@@ -123,8 +132,10 @@ impl Code {
             Code::AmbiguousCredentials => "More than one different credential was presented; send exactly one API key.",
             Code::Forbidden => "This API key may not be used for this route.",
             Code::RouteNotFound => "No route matches this request.",
-            Code::MethodNotAllowed => "This method is never forwarded.",
+            Code::MethodNotAllowed => "This method is not served here; Allow lists the ones that are.",
             Code::BadRequest => "The request is malformed.",
+            Code::PayloadTooLarge => "The request body is larger than this route accepts.",
+            Code::CorsRejected => "This origin, method or header is not allowed for cross-origin requests on this route.",
             Code::InvalidPath => "The request path uses encodings, characters or dot segments that origins read differently.",
             Code::InvalidHost => "The Host header is not a valid host name or address.",
             Code::RequestTimeout => "The request did not arrive in time.",

@@ -56,7 +56,7 @@ use crate::state::SharedState;
 use crate::timestamp;
 
 pub use ctx::RequestCtx;
-pub use fields::{detail, insert_credential_fields};
+pub use fields::{detail, insert_cors, insert_credential_fields};
 pub use respond::{drain_timeout, failure_code, keep_alive_after_rejection, MAX_DRAIN_BYTES};
 pub use rewrite::{rewrite_upstream_headers, Rewrite};
 pub use timeouts::Timeouts;
@@ -132,14 +132,30 @@ impl ProxyHttp for ApiKeyProxy {
             &self.limiter,
             timestamp::now_unix_ms(),
         );
-        let rejected = match &admission {
-            Admission::Reject(r) => Some(r.code),
+        let route = match &admission {
+            Admission::Forward(f) => Some(f.route),
+            Admission::Reject(r) => r.route,
+            Admission::Preflight { route } => Some(*route),
+        };
+        if route
+            .and_then(|r| ctx.state.routes.get(r))
+            .is_some_and(|r| r.cors.is_some())
+        {
+            ctx.origin = req.headers.get(http::header::ORIGIN).cloned();
+        }
+        let answer = match &admission {
+            Admission::Reject(r) => Some(Some(r.code)),
+            Admission::Preflight { .. } => Some(None),
             Admission::Forward(_) => None,
         };
         ctx.decision = Some(admission);
-        match rejected {
-            Some(code) => {
+        match answer {
+            Some(Some(code)) => {
                 respond::respond(session, ctx, code).await?;
+                Ok(true)
+            }
+            Some(None) => {
+                respond::preflight(session, ctx).await?;
                 Ok(true)
             }
             None => Ok(false),
@@ -153,12 +169,22 @@ impl ProxyHttp for ApiKeyProxy {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.forward()?.route;
         let state = &ctx.state;
-        let upstream = state
+        let (route, upstream) = state
             .routes
             .get(route)
-            .and_then(|r| state.upstreams.get(r.upstream))
+            .and_then(|r| Some((r, state.upstreams.get(r.upstream)?)))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route without upstream"))?;
-        Ok(Box::new(upstream.peer.clone()))
+        let mut peer = Box::new(upstream.peer.clone());
+        // A route's own timeouts (a slow report endpoint beside fast ones).
+        if let Some(t) = route.connect_timeout {
+            peer.options.connection_timeout = Some(t);
+            peer.options.total_connection_timeout = Some(t);
+        }
+        if let Some(t) = route.read_timeout {
+            peer.options.read_timeout = Some(t);
+            peer.options.write_timeout = Some(t);
+        }
+        Ok(peer)
     }
 
     /// Connection failures go straight to `fail_to_proxy`: there is one peer per route.
@@ -233,10 +259,27 @@ impl ProxyHttp for ApiKeyProxy {
     async fn request_body_filter(
         &self,
         session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         end_of_stream: bool,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // A body of unknown length (chunked) that passes the route's limit midway: stop
+        // here. The origin has received the chunks before this one and sees the request
+        // cut off (no final chunk), so it never acts on a partial body as a whole one.
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            let max = ctx
+                .route()
+                .and_then(|r| ctx.state.routes.get(r))
+                .and_then(|r| r.max_request_body);
+            if max.is_some_and(|m| ctx.body_bytes > m) {
+                ctx.body_too_large = true;
+                return Error::e_explain(
+                    ErrorType::Custom("request body too large"),
+                    "the request body passed the route's max_request_body_bytes",
+                );
+            }
+        }
         if end_of_stream {
             if let Some(conn) = DeadlineStream::of(session.stream()) {
                 conn.body_done();
@@ -280,6 +323,9 @@ impl ProxyHttp for ApiKeyProxy {
                     timestamp::now_unix_ms(),
                 )?;
             }
+            if let Some(cors) = ctx.state.routes.get(f.route).and_then(|r| r.cors.as_ref()) {
+                insert_cors(upstream_response, cors, ctx.origin.as_ref())?;
+            }
         }
         upstream_response.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())
     }
@@ -301,7 +347,11 @@ impl ProxyHttp for ApiKeyProxy {
             }
         }
         let body_cut = DeadlineStream::of(session.stream()).is_some_and(|c| c.body_was_cut());
-        let code = failure_code(e, body_cut);
+        let code = if ctx.body_too_large {
+            Some(Code::PayloadTooLarge)
+        } else {
+            failure_code(e, body_cut)
+        };
         let error_code = match code {
             Some(code) if session.response_written().is_none() => {
                 if ctx.request_id.is_empty() {

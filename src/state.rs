@@ -79,6 +79,50 @@ pub struct Route {
     pub limit_slot: Option<usize>,
     /// Whether consumer and key limits apply here (`consumer_limits`).
     pub consumer_limits: bool,
+    /// Methods this route serves (others get 405).
+    pub methods: Methods,
+    /// The `Allow` value of this route's 405.
+    pub allow: HeaderValue,
+    /// What replaces `path_prefix` in the path sent to the origin, when it changes.
+    pub rewrite: Option<PrefixRewrite>,
+    /// Connect timeout instead of the upstream's.
+    pub connect_timeout: Option<Duration>,
+    /// Read timeout instead of the upstream's.
+    pub read_timeout: Option<Duration>,
+    /// Largest request body, in bytes.
+    pub max_request_body: Option<u64>,
+    /// CORS for browser clients.
+    pub cors: Option<crate::cors::Policy>,
+}
+
+/// How a route changes the path it forwards: its `path_prefix` is replaced by
+/// `prefix` (empty for `strip_prefix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixRewrite {
+    /// The replacement, canonical, without a trailing `/` (empty: strip).
+    pub prefix: String,
+}
+
+impl PrefixRewrite {
+    /// The forwarded path for canonical `path` matched by a route with `path_prefix`:
+    /// the replacement, then the rest of the path (always starting with `/`).
+    pub fn apply(&self, path_prefix: &str, path: &[u8]) -> Vec<u8> {
+        let rest = path.get(path_prefix.len()..).unwrap_or_default();
+        if rest.is_empty() || rest == b"/" && self.prefix.is_empty() {
+            return if self.prefix.is_empty() {
+                b"/".to_vec()
+            } else {
+                self.prefix.as_bytes().to_vec()
+            };
+        }
+        let mut out = Vec::with_capacity(self.prefix.len() + rest.len() + 1);
+        out.extend_from_slice(self.prefix.as_bytes());
+        if !rest.starts_with(b"/") {
+            out.push(b'/');
+        }
+        out.extend_from_slice(rest);
+        out
+    }
 }
 
 impl Route {

@@ -28,6 +28,12 @@ pub struct RequestCtx {
     /// The problem document keygate answered with, if it answered itself (a rejection
     /// in `request_filter`, or a failure to proxy).
     pub answered: Option<Code>,
+    /// The request's `Origin`, on a route with CORS.
+    pub origin: Option<HeaderValue>,
+    /// Request body bytes seen so far (for the route's `max_request_body_bytes`).
+    pub body_bytes: u64,
+    /// The body passed the route's limit midway: the answer is 413.
+    pub body_too_large: bool,
 }
 
 impl RequestCtx {
@@ -40,6 +46,9 @@ impl RequestCtx {
             client: Client::default(),
             decision: None,
             answered: None,
+            origin: None,
+            body_bytes: 0,
+            body_too_large: false,
         }
     }
 
@@ -59,6 +68,7 @@ impl RequestCtx {
         match &self.decision {
             Some(Admission::Forward(f)) => Some(f.route),
             Some(Admission::Reject(r)) => r.route,
+            Some(Admission::Preflight { route }) => Some(*route),
             None => None,
         }
     }
@@ -68,7 +78,7 @@ impl RequestCtx {
         match &self.decision {
             Some(Admission::Forward(f)) => Some(&f.outcome),
             Some(Admission::Reject(r)) => r.outcome.as_ref(),
-            None => None,
+            Some(Admission::Preflight { .. }) | None => None,
         }
     }
 
@@ -77,7 +87,7 @@ impl RequestCtx {
         match &self.decision {
             Some(Admission::Forward(f)) => f.sunset,
             Some(Admission::Reject(r)) => r.sunset,
-            None => None,
+            Some(Admission::Preflight { .. }) | None => None,
         }
     }
 

@@ -61,6 +61,29 @@ pub fn insert_credential_fields(
     Ok(())
 }
 
+/// On a route with CORS: remove whatever CORS headers the origin sent and add keygate's
+/// for `origin` (the request's `Origin`), with `Vary: Origin` added to any `Vary`.
+///
+/// # Errors
+/// Pingora's error when a header cannot be inserted (never for values built here).
+pub fn insert_cors(
+    resp: &mut ResponseHeader,
+    policy: &crate::cors::Policy,
+    origin: Option<&HeaderValue>,
+) -> Result<()> {
+    for name in &crate::cors::RESPONSE_HEADERS {
+        resp.remove_header(name);
+    }
+    for (name, value) in crate::cors::response_headers(policy, origin) {
+        if name == header::VARY {
+            resp.append_header(name, value)?;
+        } else {
+            resp.insert_header(name, value)?;
+        }
+    }
+    Ok(())
+}
+
 /// The `detail` of a refusal that says more than its code's fixed text: which route,
 /// method or scope a valid key may not use, which limit refused it and for how long.
 /// Built from the configuration only, never from the key.

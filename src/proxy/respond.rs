@@ -49,14 +49,26 @@ pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) ->
         resp.insert_header(header::RETRY_AFTER, secs)?;
     }
     if code == Code::MethodNotAllowed {
-        resp.insert_header(header::ALLOW, FORWARDED_METHODS.clone())?;
+        // The route's methods, or (TRACE, TRACK, before routing) every method keygate forwards.
+        let allow = reject
+            .and_then(|r| r.route)
+            .and_then(|r| ctx.state.routes.get(r))
+            .map_or(FORWARDED_METHODS.clone(), |r| r.allow.clone());
+        resp.insert_header(header::ALLOW, allow)?;
+    }
+    if let Some(cors) = ctx
+        .route()
+        .and_then(|r| ctx.state.routes.get(r))
+        .and_then(|r| r.cors.as_ref())
+    {
+        fields::insert_cors(&mut resp, cors, ctx.origin.as_ref())?;
     }
     // A rejection after authentication, or a failure to proxy an admitted request: the
     // client still learns about its limits and its key.
     let credential = match &ctx.decision {
         Some(Admission::Reject(r)) => r.route.map(|route| (route, &r.charge, r.sunset)),
         Some(Admission::Forward(f)) => Some((f.route, &f.charge, f.sunset)),
-        None => None,
+        Some(Admission::Preflight { .. }) | None => None,
     };
     if let Some((route, charge, sunset)) = credential {
         fields::insert_credential_fields(
@@ -85,6 +97,37 @@ pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) ->
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// Answer a CORS preflight on a route with `cors`: 204 with the allowed origin, methods
+/// and headers, or a 403 `cors_not_allowed` problem document; never the origin.
+///
+/// # Errors
+/// Pingora's error when the response cannot be written (the client is gone).
+pub async fn preflight(session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    let policy = ctx
+        .route()
+        .and_then(|r| ctx.state.routes.get(r))
+        .and_then(|r| r.cors.clone());
+    let allowed = policy
+        .as_ref()
+        .and_then(|p| crate::cors::preflight(p, &session.req_header().headers).ok());
+    let Some(headers) = allowed else {
+        return respond(session, ctx, Code::CorsRejected).await;
+    };
+    let mut resp = ResponseHeader::build(204, Some(headers.len() + 3))?;
+    for (name, value) in headers {
+        resp.insert_header(name, value)?;
+    }
+    resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+    if keep_alive_after_rejection(session.req_header(), Code::Forbidden) {
+        session.set_close_on_response_before_downstream_finish(false);
+        session.set_total_drain_timeout(Some(drain_timeout(&ctx.state.limits)));
+    } else {
+        session.set_keepalive(None);
+        resp.insert_header(header::CONNECTION, "close")?;
+    }
+    session.write_response_header(Box::new(resp), true).await
 }
 
 /// Whether a connection can be kept after keygate turns a request away: not when the

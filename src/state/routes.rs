@@ -3,10 +3,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+
 use super::problems::Problems;
-use super::{policy, valid_id, Route, Upstream};
-use crate::access::{self, Scopes, MAX_SCOPES};
-use crate::config::Config;
+use super::{policy, valid_id, PrefixRewrite, Route, Upstream};
+use crate::access::{self, Methods, Scopes, MAX_SCOPES};
+use crate::config::{Config, CorsConfig, RouteConfig};
+use crate::cors;
 
 /// The routes of a configuration and what consumers refer to them by.
 pub(super) struct Routes<'c> {
@@ -142,6 +147,31 @@ pub(super) fn routes<'c>(
             limit_slots += 1;
             limit_slots - 1
         });
+        let methods = policy::methods(&r.methods, cfg, &|| format!("{f}.methods"), p);
+        let method_names = method_names(methods);
+        let allow = HeaderValue::from_str(&method_names.join(", "))
+            .unwrap_or(HeaderValue::from_static("GET"));
+        if method_names.is_empty() {
+            p.add(
+                cfg,
+                format!("{f}.methods"),
+                "a route needs at least one method",
+            );
+        }
+        let rewrite = rewrite(r, cfg, &f, p);
+        let timeout = |v: Option<u64>, field: &str, p: &mut Problems| match v {
+            Some(0) => {
+                p.add(cfg, format!("{f}.{field}"), "must be greater than 0");
+                None
+            }
+            v => v.map(Duration::from_millis),
+        };
+        let connect_timeout = timeout(r.connect_timeout_ms, "connect_timeout_ms", p);
+        let read_timeout = timeout(r.read_timeout_ms, "read_timeout_ms", p);
+        let cors = r
+            .cors
+            .as_ref()
+            .and_then(|c| cors_policy(c, &method_names, cfg, &format!("{f}.cors"), p));
         routes.push(Route {
             name: r.name.clone(),
             host,
@@ -156,6 +186,13 @@ pub(super) fn routes<'c>(
             default_quota,
             limit_slot,
             consumer_limits: r.consumer_limits,
+            methods,
+            allow,
+            rewrite,
+            connect_timeout,
+            read_timeout,
+            max_request_body: r.max_request_body_bytes,
+            cors,
         });
     }
     Routes {
@@ -164,6 +201,175 @@ pub(super) fn routes<'c>(
         scope_names,
         scope_bits,
     }
+}
+
+/// The names of the methods in `m`, in [`access::METHOD_NAMES`] order.
+fn method_names(m: Methods) -> Vec<&'static str> {
+    let all = [
+        http::Method::GET,
+        http::Method::HEAD,
+        http::Method::POST,
+        http::Method::PUT,
+        http::Method::PATCH,
+        http::Method::DELETE,
+        http::Method::OPTIONS,
+    ];
+    access::METHOD_NAMES
+        .iter()
+        .zip(all.iter())
+        .filter(|(_, method)| m.allows(method))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// The route's path rewrite: `strip_prefix` or `rewrite_prefix` (not both).
+fn rewrite(r: &RouteConfig, cfg: &Path, f: &str, p: &mut Problems) -> Option<PrefixRewrite> {
+    match (&r.rewrite_prefix, r.strip_prefix) {
+        (Some(_), true) => {
+            p.add(
+                cfg,
+                format!("{f}.rewrite_prefix"),
+                "set `strip_prefix` or `rewrite_prefix`, not both",
+            );
+            None
+        }
+        (None, true) => Some(PrefixRewrite {
+            prefix: String::new(),
+        }),
+        (Some(to), false) => {
+            let canonical =
+                to.starts_with('/') && matches!(crate::path::canonical(to.as_bytes()), Ok(None));
+            if !canonical {
+                p.add(
+                    cfg,
+                    format!("{f}.rewrite_prefix"),
+                    format!("`{to}` must be a canonical path starting with `/`"),
+                );
+                return None;
+            }
+            Some(PrefixRewrite {
+                prefix: to.trim_end_matches('/').to_string(),
+            })
+        }
+        (None, false) => None,
+    }
+}
+
+/// A comma-separated header value of header names, or `None` (with a problem) when one
+/// is not a header name.
+fn header_names(names: &[String], cfg: &Path, field: &str, p: &mut Problems) -> Option<String> {
+    for (i, n) in names.iter().enumerate() {
+        if HeaderName::from_bytes(n.as_bytes()).is_err() {
+            p.add(
+                cfg,
+                format!("{field}[{i}]"),
+                format!("`{n}` is not a header name"),
+            );
+            return None;
+        }
+    }
+    Some(
+        names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// Longest preflight cache time a route may set, in seconds (a day).
+const MAX_CORS_MAX_AGE: u64 = 86_400;
+
+/// A route's CORS policy, validated: origins, methods (within the route's), headers.
+fn cors_policy(
+    c: &CorsConfig,
+    route_methods: &[&str],
+    cfg: &Path,
+    f: &str,
+    p: &mut Problems,
+) -> Option<cors::Policy> {
+    let problems = p.list.len();
+    let origins = if c.allow_origins.iter().any(|o| o == "*") {
+        if c.allow_origins.len() > 1 {
+            p.add(cfg, format!("{f}.allow_origins"), "`*` stands alone");
+        }
+        if c.allow_credentials {
+            p.add(
+                cfg,
+                format!("{f}.allow_credentials"),
+                "credentials are never allowed for any origin (`*`): list the origins",
+            );
+        }
+        cors::Origins::Any
+    } else {
+        if c.allow_origins.is_empty() {
+            p.add(
+                cfg,
+                format!("{f}.allow_origins"),
+                "list at least one origin, or `*`",
+            );
+        }
+        for (i, o) in c.allow_origins.iter().enumerate() {
+            if !cors::valid_origin(o) {
+                p.add(
+                    cfg,
+                    format!("{f}.allow_origins[{i}]"),
+                    format!("`{o}` is not an origin such as https://app.example.com (scheme, host, optional port; no path)"),
+                );
+            }
+        }
+        cors::Origins::List(
+            c.allow_origins
+                .iter()
+                .map(|o| o.to_ascii_lowercase())
+                .collect(),
+        )
+    };
+    let methods: Vec<&str> = match &c.allow_methods {
+        None => route_methods.to_vec(),
+        Some(list) => {
+            let m = policy::methods(&c.allow_methods, cfg, &|| format!("{f}.allow_methods"), p);
+            let names = method_names(m);
+            for (i, name) in list.iter().enumerate() {
+                if !route_methods.contains(&name.as_str())
+                    && access::METHOD_NAMES.contains(&name.as_str())
+                {
+                    p.add(
+                        cfg,
+                        format!("{f}.allow_methods[{i}]"),
+                        format!("`{name}` is not one of the route's `methods`"),
+                    );
+                }
+            }
+            names
+        }
+    };
+    let allow_headers = c
+        .allow_headers
+        .as_ref()
+        .and_then(|h| header_names(h, cfg, &format!("{f}.allow_headers"), p));
+    let mut exposed: Vec<String> = cors::EXPOSED.iter().map(|s| s.to_string()).collect();
+    exposed.extend(c.expose_headers.iter().cloned());
+    let expose = header_names(&exposed, cfg, &format!("{f}.expose_headers"), p);
+    if c.max_age_seconds > MAX_CORS_MAX_AGE {
+        p.add(
+            cfg,
+            format!("{f}.max_age_seconds"),
+            format!("must be at most {MAX_CORS_MAX_AGE} (browsers cap it lower still)"),
+        );
+    }
+    if p.list.len() > problems {
+        return None;
+    }
+    Some(cors::Policy {
+        origins,
+        methods: HeaderValue::from_str(&methods.join(", ")).ok()?,
+        method_names: methods.iter().map(|m| m.to_string()).collect(),
+        allow_headers: allow_headers.and_then(|h| HeaderValue::from_str(&h).ok()),
+        expose: HeaderValue::from_str(&expose?).ok()?,
+        max_age: HeaderValue::from(c.max_age_seconds),
+        credentials: c.allow_credentials,
+    })
 }
 
 /// A route prefix must be a canonical path, or no request could ever match it.

@@ -348,3 +348,55 @@ fn access_log_destination_must_name_a_file() {
         format!("server:\n  access_log: {{ destination: /tmp/keygate-access.log }}\n{CONFIG}");
     assert!(build_from(&config, &keys_yaml()).is_ok());
 }
+
+#[test]
+fn route_methods_rewrites_timeouts_and_cors_are_validated() {
+    let config = CONFIG.replace(
+        "  - { name: admin, path_prefix: /admin, upstream: origin, auth: required }",
+        "  - { name: admin, path_prefix: /admin, upstream: origin, auth: required, methods: [GET, TRACE], strip_prefix: true, rewrite_prefix: /x, connect_timeout_ms: 0 }
+  - { name: r2, path_prefix: /r2, upstream: origin, auth: required, rewrite_prefix: \"/a/../b\", cors: { allow_origins: [\"*\"], allow_credentials: true, allow_headers: [\"bad header\"], max_age_seconds: 100000 } }
+  - { name: r3, path_prefix: /r3, upstream: origin, auth: required, methods: [GET], cors: { allow_origins: [\"app.example.com\", \"https://ok.example.com\"], allow_methods: [DELETE] } }",
+    );
+    let e = build_from(&config, "consumers: []")
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "routes[0].methods[1]: `TRACE` is not one of",
+        "routes[0].rewrite_prefix: set `strip_prefix` or `rewrite_prefix`, not both",
+        "routes[0].connect_timeout_ms: must be greater than 0",
+        "routes[1].rewrite_prefix: `/a/../b` must be a canonical path",
+        "routes[1].cors.allow_credentials: credentials are never allowed for any origin",
+        "routes[1].cors.allow_headers[0]: `bad header` is not a header name",
+        "routes[1].cors.max_age_seconds: must be at most 86400",
+        "routes[2].cors.allow_origins[0]: `app.example.com` is not an origin",
+        "routes[2].cors.allow_methods[0]: `DELETE` is not one of the route's `methods`",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn prefix_rewrites_keep_the_rest_of_the_path() {
+    let strip = PrefixRewrite {
+        prefix: String::new(),
+    };
+    let to = PrefixRewrite {
+        prefix: "/internal".into(),
+    };
+    for (rw, prefix, path, want) in [
+        (&strip, "/v1", "/v1/orders/7", "/orders/7"),
+        (&strip, "/v1", "/v1", "/"),
+        (&strip, "/v1", "/v1/", "/"),
+        (&strip, "/v1/", "/v1/orders", "/orders"),
+        (&to, "/v1", "/v1/orders", "/internal/orders"),
+        (&to, "/v1", "/v1", "/internal"),
+        (&to, "/v1/", "/v1/", "/internal"),
+        (&to, "/", "/x", "/internal/x"),
+    ] {
+        assert_eq!(
+            String::from_utf8(rw.apply(prefix, path.as_bytes())).unwrap(),
+            want,
+            "{prefix} {path}"
+        );
+    }
+}

@@ -31,3 +31,5 @@ mod logs;
 mod service;
 // Consumer controls: rate limits, quotas, key lifecycle, scopes, metadata, last use, admin.
 mod controls;
+// Routes: methods and 405, prefix rewrites, per-route timeouts, body limits, CORS.
+mod routes;
