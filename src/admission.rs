@@ -241,10 +241,11 @@ pub fn admit(
     {
         return reject(Code::HeadersTooLarge);
     }
-    // TRACE (and IIS's TRACK) make the origin echo the request, shared secret included.
-    if req.method == http::Method::TRACE || req.method.as_str() == "TRACK" {
-        return reject(Code::MethodNotAllowed);
-    }
+    // TRACE (and IIS's TRACK) make the origin echo the request, shared secret included;
+    // in any letter case, as some servers read methods.
+    let echoes = ["TRACE", "TRACK"]
+        .iter()
+        .any(|m| req.method.as_str().eq_ignore_ascii_case(m));
     let raw_host = match raw_authority(req) {
         Ok(h) => h,
         Err(code) => return reject(code),
@@ -279,8 +280,15 @@ pub fn admit(
     let path = canonical.as_deref().unwrap_or(path);
     let host = authority.as_ref().map_or(&b""[..], |a| a.host());
     let Some(route) = state.route(host, path) else {
-        return reject(Code::RouteNotFound);
+        return reject(if echoes {
+            Code::MethodNotAllowed
+        } else {
+            Code::RouteNotFound
+        });
     };
+    if echoes {
+        return reject_on(Code::MethodNotAllowed, Some(route));
+    }
     let r = &state.routes[route];
     if r.cors.is_some() && crate::cors::is_preflight(&req.method, &req.headers) {
         return Admission::Preflight { route };
@@ -499,7 +507,7 @@ routes:
             ("http://gateway.test", &[], None),
         ];
         let limiter = FailureLimiter::new(1024);
-        for m in ["TRACE", "TRACK"] {
+        for m in ["TRACE", "TRACK", "trace", "Track"] {
             let mut r = request(b"/x", &["gateway.test"], http::Version::HTTP_11);
             r.set_method(http::Method::from_bytes(m.as_bytes()).unwrap());
             assert_eq!(

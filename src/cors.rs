@@ -14,13 +14,15 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 
 /// Response headers a script may always read on a CORS route.
-pub const EXPOSED: [&str; 6] = [
+pub const EXPOSED: [&str; 8] = [
     "x-request-id",
     "ratelimit",
     "ratelimit-policy",
     "retry-after",
     "deprecation",
     "sunset",
+    "link",
+    "www-authenticate",
 ];
 
 /// The CORS response headers an origin might send, removed on a CORS route.
@@ -70,7 +72,14 @@ pub fn valid_origin(s: &str) -> bool {
     else {
         return false;
     };
+    // Browsers omit a scheme's default port: an origin written with it never matches.
+    let default_port = if s.starts_with("https://") {
+        ":443"
+    } else {
+        ":80"
+    };
     !rest.is_empty()
+        && !rest.ends_with(default_port)
         && !rest.contains(['/', '@', '?', '#', ' '])
         && rest
             .bytes()
@@ -172,18 +181,18 @@ pub fn preflight(
     Ok(out)
 }
 
-/// The CORS headers for an actual response to a request from `origin` (`None` when the
-/// request had no `Origin`, or it is not allowed: then no CORS header at all, and the
-/// browser keeps the response from the script). `Vary: Origin` is always among them
-/// when `origin` is present, so caches keep answers for different origins apart.
+/// The CORS headers for an actual response to a request from `origin`: `Vary: Origin`
+/// always (the answer depends on it, so a cache must keep answers for different
+/// origins, and for none, apart), and the `Access-Control-*` headers when `origin` is
+/// present and allowed (otherwise none: the browser keeps the response from the script).
 pub fn response_headers(
     policy: &Policy,
     origin: Option<&HeaderValue>,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let Some(origin) = origin else {
-        return Vec::new();
-    };
     let mut out = vec![(header::VARY, HeaderValue::from_static("Origin"))];
+    let Some(origin) = origin else {
+        return out;
+    };
     if let Some(allow) = allow_origin(policy, origin) {
         out.push((header::ACCESS_CONTROL_ALLOW_ORIGIN, allow));
         out.push((header::ACCESS_CONTROL_EXPOSE_HEADERS, policy.expose.clone()));
@@ -247,6 +256,8 @@ mod tests {
             "https://u@a",
             "ftp://a",
             "*",
+            "http://a.com:80",
+            "https://a.com:443",
         ] {
             assert!(!valid_origin(bad), "{bad}");
         }
@@ -314,6 +325,8 @@ mod tests {
         let out = response_headers(&listed, Some(&origin));
         assert_eq!(get(&out, &header::ACCESS_CONTROL_ALLOW_ORIGIN), None);
         assert_eq!(get(&out, &header::VARY), Some("Origin"));
-        assert!(response_headers(&listed, None).is_empty());
+        let none = response_headers(&listed, None);
+        assert_eq!(none.len(), 1);
+        assert_eq!(get(&none, &header::VARY), Some("Origin"));
     }
 }

@@ -47,6 +47,8 @@ pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub static DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
 /// `sunset`: when the credential stops working (RFC 8594).
 pub static SUNSET: HeaderName = HeaderName::from_static("sunset");
+/// `x-forwarded-prefix`: the path prefix a `strip_prefix` route removed.
+pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 /// `x-consumer-custom-id`: the consumer's `custom_id` (as Kong names it).
 pub static X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
 /// `x-consumer-groups`: the consumer's groups, comma-separated (as Kong names it).

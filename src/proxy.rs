@@ -312,6 +312,10 @@ impl ProxyHttp for ApiKeyProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Interim responses (`100 Continue`) pass as they are.
+        if upstream_response.status.as_u16() < 200 {
+            return Ok(());
+        }
         if let Ok(f) = ctx.forward() {
             if !f.charge.is_empty() || f.sunset.is_some() {
                 insert_credential_fields(
@@ -352,8 +356,12 @@ impl ProxyHttp for ApiKeyProxy {
         } else {
             failure_code(e, body_cut)
         };
+        // An interim `100 Continue` is not an answer: the final one can still be written.
+        let answered = session
+            .response_written()
+            .is_some_and(|r| r.status.as_u16() >= 200);
         let error_code = match code {
-            Some(code) if session.response_written().is_none() => {
+            Some(code) if !answered => {
                 if ctx.request_id.is_empty() {
                     ctx.request_id = new_request_id();
                 }
@@ -375,6 +383,10 @@ impl ProxyHttp for ApiKeyProxy {
     /// records the failure (an upstream error, see [`duplicates_access_line`]); its
     /// reason is logged at `debug` under `keygate::upstream` instead.
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        // A body over the route's limit is the client's doing, recorded by its access line.
+        if ctx.body_too_large && logging::access_enabled() {
+            return true;
+        }
         let duplicate = duplicates_access_line(e, logging::access_enabled());
         if duplicate {
             let upstream = ctx

@@ -44,6 +44,7 @@ pub use build::{build, Inputs};
 pub use load::{
     load, load_with_secret, load_without_secrets, read_secret, reload, Loaded, SHORT_SECRET,
 };
+pub use routes::origin_overlaps;
 
 /// The state shared by every request and replaced whole by a reload.
 pub type SharedState = Arc<ArcSwap<State>>;
@@ -85,6 +86,8 @@ pub struct Route {
     pub allow: HeaderValue,
     /// What replaces `path_prefix` in the path sent to the origin, when it changes.
     pub rewrite: Option<PrefixRewrite>,
+    /// `x-forwarded-prefix` for the origin: the prefix a `strip_prefix` route removed.
+    pub forwarded_prefix: Option<HeaderValue>,
     /// Connect timeout instead of the upstream's.
     pub connect_timeout: Option<Duration>,
     /// Read timeout instead of the upstream's.

@@ -47,6 +47,15 @@ pub fn rewrite_upstream_headers(req: &mut RequestHeader, rw: Rewrite<'_>) -> Res
     insert_secret(req, &state.secret)?;
     insert_identity(req, state, &forward.outcome)?;
     insert_forwarding(req, forwarded)?;
+    // The prefix a `strip_prefix` route removed, so the origin can build its own URLs
+    // (Spring, Werkzeug's ProxyFix, Traefik's convention); clients cannot send it.
+    if let Some(prefix) = state
+        .routes
+        .get(forward.route)
+        .and_then(|r| r.forwarded_prefix.as_ref())
+    {
+        req.insert_header(headers::X_FORWARDED_PREFIX.clone(), prefix.clone())?;
+    }
     req.insert_header(headers::X_REQUEST_ID.clone(), request_id.clone())?;
     set_host(req, state, forward)
 }

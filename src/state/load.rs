@@ -143,6 +143,7 @@ fn load_inner(
     let state = build_streaming(inputs, capacity, |add| {
         crate::config::for_each_consumer(&keys_text, &keys_path, add)
     })?;
+    warnings.extend(super::origin_overlaps(&state));
     Ok(Loaded {
         config,
         state,

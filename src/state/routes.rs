@@ -188,6 +188,10 @@ pub(super) fn routes<'c>(
             consumer_limits: r.consumer_limits,
             methods,
             allow,
+            forwarded_prefix: rewrite
+                .as_ref()
+                .filter(|rw| rw.prefix.is_empty() && r.path_prefix != "/")
+                .and_then(|_| HeaderValue::from_str(&r.path_prefix).ok()),
             rewrite,
             connect_timeout,
             read_timeout,
@@ -314,7 +318,7 @@ fn cors_policy(
                 p.add(
                     cfg,
                     format!("{f}.allow_origins[{i}]"),
-                    format!("`{o}` is not an origin such as https://app.example.com (scheme, host, optional port; no path)"),
+                    format!("`{o}` is not an origin such as https://app.example.com (scheme, host, a port only when it is not the scheme's default; no path)"),
                 );
             }
         }
@@ -330,6 +334,13 @@ fn cors_policy(
         Some(list) => {
             let m = policy::methods(&c.allow_methods, cfg, &|| format!("{f}.allow_methods"), p);
             let names = method_names(m);
+            if list.is_empty() {
+                p.add(
+                    cfg,
+                    format!("{f}.allow_methods"),
+                    "list at least one method, or leave it out for the route's",
+                );
+            }
             for (i, name) in list.iter().enumerate() {
                 if !route_methods.contains(&name.as_str())
                     && access::METHOD_NAMES.contains(&name.as_str())
@@ -374,6 +385,20 @@ fn cors_policy(
 
 /// A route prefix must be a canonical path, or no request could ever match it.
 fn check_path_prefix(prefix: &str, cfg: &Path, f: &str, p: &mut Problems) {
+    // A prefix matches at segment boundaries, so `/admin` covers `/admin/...`; with a
+    // trailing slash the bare `/admin` would escape it to a later, perhaps open, route.
+    if prefix.len() > 1 && prefix.ends_with('/') {
+        p.add(
+            cfg,
+            format!("{f}.path_prefix"),
+            format!(
+                "write `{}` without the trailing `/`: a prefix matches at segment boundaries, and with the slash `{}` itself would fall through to a later route",
+                prefix.trim_end_matches('/'),
+                prefix.trim_end_matches('/')
+            ),
+        );
+        return;
+    }
     match crate::path::canonical(prefix.as_bytes()) {
         Ok(None) => {}
         Ok(Some(c)) => p.add(
@@ -393,4 +418,109 @@ fn check_path_prefix(prefix: &str, cfg: &Path, f: &str, p: &mut Problems) {
             format!("`{prefix}` can never match a request: keygate refuses such paths ({e:?})"),
         ),
     }
+}
+
+/// A route's path prefix for joining: `/` as empty, so `"" + "/x"` is `/x`.
+fn joinable(prefix: &str) -> &str {
+    if prefix == "/" {
+        ""
+    } else {
+        prefix
+    }
+}
+
+/// Whether `short` is `long` or a segment-wise prefix of it (both joinable).
+fn covers(short: &str, long: &str, fold: bool) -> bool {
+    let head = long.get(..short.len());
+    let same = head.is_some_and(|h| {
+        if fold {
+            h.eq_ignore_ascii_case(short)
+        } else {
+            h == short
+        }
+    });
+    same && (long.len() == short.len() || short.is_empty() || long.as_bytes()[short.len()] == b'/')
+}
+
+/// What two routes must agree on for it not to matter which of them a request used.
+fn restrictions(r: &Route) -> impl PartialEq + '_ {
+    (
+        (r.auth, &r.host, r.methods, r.scopes),
+        (
+            r.max_request_body,
+            r.consumer_limits,
+            r.default_rate,
+            r.default_quota,
+        ),
+        r.cors.is_some(),
+    )
+}
+
+/// Pairs of routes to one upstream that reach the same origin paths from different
+/// client paths (because one of them strips or rewrites its prefix) while they differ in
+/// what they allow (auth, host, methods, scopes, body limit, limits, CORS) or in who may
+/// use them (`routes` allow-lists): through the laxer one, a client gets around the
+/// other. Each is described in one warning, for `check`, start and reload.
+pub fn origin_overlaps(state: &super::State) -> Vec<String> {
+    let routes = &state.routes;
+    let mut out = Vec::new();
+    let origin_prefix = |r: &Route| -> String {
+        match &r.rewrite {
+            Some(rw) => rw.prefix.clone(),
+            None => joinable(&r.path_prefix).to_string(),
+        }
+    };
+    for (ai, a) in routes.iter().enumerate() {
+        for (bi, b) in routes.iter().enumerate().skip(ai + 1) {
+            if a.upstream != b.upstream || (a.rewrite.is_none() && b.rewrite.is_none()) {
+                continue;
+            }
+            let fold = a.case_insensitive || b.case_insensitive;
+            let (oa, ob) = (origin_prefix(a), origin_prefix(b));
+            let long = if covers(&oa, &ob, fold) {
+                ob.clone()
+            } else if covers(&ob, &oa, fold) {
+                oa.clone()
+            } else {
+                continue;
+            };
+            let via_a = format!("{}{}", joinable(&a.path_prefix), &long[oa.len()..]);
+            let via_b = format!("{}{}", joinable(&b.path_prefix), &long[ob.len()..]);
+            let same_path = if fold {
+                via_a.eq_ignore_ascii_case(&via_b)
+            } else {
+                via_a == via_b
+            };
+            if same_path {
+                continue;
+            }
+            let lists_differ = state
+                .consumers
+                .iter()
+                .any(|c| c.allowed.as_ref().is_some_and(|l| l.get(ai) != l.get(bi)))
+                || state
+                    .key_policies
+                    .iter()
+                    .any(|k| k.allowed.as_ref().is_some_and(|l| l.get(ai) != l.get(bi)));
+            if restrictions(a) == restrictions(b) && !lists_differ {
+                continue;
+            }
+            let shown = |p: &str| {
+                if p.is_empty() {
+                    "/".to_string()
+                } else {
+                    p.to_string()
+                }
+            };
+            out.push(format!(
+                "routes `{}` and `{}` both reach `{}…` at their upstream, from `{}…` and `{}…`, but differ in what they allow or who may use them: a client can take the laxer one; give them prefixes that do not overlap at the origin, or the same settings",
+                a.name,
+                b.name,
+                shown(&long),
+                shown(&via_a),
+                shown(&via_b),
+            ));
+        }
+    }
+    out
 }

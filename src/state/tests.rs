@@ -400,3 +400,47 @@ fn prefix_rewrites_keep_the_rest_of_the_path() {
         );
     }
 }
+
+#[test]
+fn routes_that_reach_the_same_origin_paths_by_other_doors_are_warned_about() {
+    let routes = |reports: &str| {
+        format!(
+            r#"
+secret: {{ env: KG_UNUSED }}
+auth: {{ keys_file: keys.yaml }}
+upstreams:
+  api: {{ address: "127.0.0.1:8000" }}
+routes:
+  - {{ name: orders, path_prefix: /v1/orders, upstream: api, auth: required, methods: [GET, POST], rewrite_prefix: /orders, max_request_body_bytes: 65536 }}
+  - {{ name: reports, path_prefix: /v1/reports, upstream: api, auth: required, {reports} }}
+  - {{ name: api, path_prefix: /v1, upstream: api, auth: required, strip_prefix: true }}
+"#
+        )
+    };
+    // Stripping /v1/reports puts /v1/reports/orders/7 on the origin's /orders/7, past
+    // the orders route's methods and body limit.
+    let s = build_from(&routes("strip_prefix: true"), "consumers: []").unwrap();
+    let w = origin_overlaps(&s);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].contains("`orders` and `reports`") && w[0].contains("/v1/reports/orders"),
+        "{w:?}"
+    );
+    // The same translation (orders and api both drop /v1) and disjoint prefixes are fine.
+    let s = build_from(&routes("rewrite_prefix: /reports"), "consumers: []").unwrap();
+    assert_eq!(origin_overlaps(&s), Vec::<String>::new());
+    // Same settings, but a consumer allowed on one and not the other: warned.
+    let config = routes("strip_prefix: true").replace(
+        "methods: [GET, POST], rewrite_prefix: /orders, max_request_body_bytes: 65536",
+        "rewrite_prefix: /orders",
+    );
+    assert_eq!(
+        origin_overlaps(&build_from(&config, "consumers: []").unwrap()),
+        Vec::<String>::new()
+    );
+    // (Allowed on reports alone, it reaches all of the origin through the strip: both
+    // the orders and the api route's paths.)
+    let keys = "consumers:\n  - { id: c, routes: [reports], keys: [] }\n";
+    let w = origin_overlaps(&build_from(&config, keys).unwrap());
+    assert_eq!(w.len(), 2, "{w:#?}");
+}

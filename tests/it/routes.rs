@@ -73,6 +73,13 @@ fn a_method_a_route_does_not_serve_gets_405_and_never_a_later_route() {
         assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"));
     }
     assert_eq!(origin.count(), 2);
+    // TRACE and TRACK in any letter case are never forwarded, with the route's Allow.
+    for m in ["TRACE", "trace", "Track"] {
+        let r = send(gw.addr, &req(m, "/reports/1", &[]));
+        assert_eq!(r.status(), 405, "{m}");
+        assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"), "{m}");
+    }
+    assert_eq!(origin.count(), 2);
     // Elsewhere the open route serves every method.
     assert_eq!(send(gw.addr, &req("DELETE", "/other", &[])).status(), 200);
 }
@@ -84,7 +91,7 @@ fn prefixes_are_stripped_or_rewritten_on_the_canonical_path() {
     let k = keys();
     let cfg = GatewayConfig::new(origin.addr).routes(&[
         "name: v1, path_prefix: /v1, upstream: origin, auth: none, strip_prefix: true",
-        "name: legacy, path_prefix: /old/api/, upstream: origin, auth: none, rewrite_prefix: /internal",
+        "name: legacy, path_prefix: /old/api, upstream: origin, auth: none, rewrite_prefix: /internal",
         "name: rest, path_prefix: /, upstream: origin, auth: none",
     ]);
     let gw = Gateway::start(&dir, &cfg.yaml(), &k.yaml);
@@ -94,12 +101,24 @@ fn prefixes_are_stripped_or_rewritten_on_the_canonical_path() {
         ("/v1/", "/"),
         ("/v1/./a/../orders/%7e1", "/orders/~1"),
         ("/old/api/things", "/internal/things"),
-        ("/old/api/", "/internal"),
+        ("/old/api/", "/internal/"),
+        ("/old/api", "/internal"),
         ("/v1x", "/v1x"),
     ] {
-        let r = send(gw.addr, &req("GET", sent, &[]));
+        let r = send(
+            gw.addr,
+            &req("GET", sent, &[("x-forwarded-prefix", "/forged")]),
+        );
         assert_eq!(r.status(), 200, "{sent}");
-        assert_eq!(origin.last().path(), seen, "{sent}");
+        let got = origin.last();
+        assert_eq!(got.path(), seen, "{sent}");
+        // A stripped prefix is told to the origin; a client's claim never is.
+        let prefix = if sent.starts_with("/v1/") || sent == "/v1" {
+            vec!["/v1".to_string()]
+        } else {
+            vec![]
+        };
+        assert_eq!(got.all("x-forwarded-prefix"), prefix, "{sent}");
     }
 }
 
@@ -150,6 +169,20 @@ fn bodies_larger_than_the_route_allows_get_413() {
     assert_eq!(r.status(), 413, "{}", r.text());
     // No request with more than the limit reached the origin whole.
     assert!(origin.requests().iter().all(|m| m.body.len() <= 16));
+    // With `Expect: 100-continue` too (the origin may answer `100 Continue` first: an
+    // interim answer, after which the 413 is still written).
+    let mut c = Client::connect(gw.addr);
+    c.send_raw(b"POST /upload HTTP/1.1\r\nHost: gateway.test\r\nexpect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n20\r\n0123456789abcdef0123456789abcdef\r\n0\r\n\r\n");
+    let mut r = c.read().unwrap().expect("an answer");
+    if r.status() == 100 {
+        assert_eq!(r.header("ratelimit"), None);
+        r = c
+            .read()
+            .unwrap()
+            .expect("a final answer after 100 Continue");
+    }
+    assert_eq!(r.status(), 413, "{}", r.text());
+    assert!(!gw.log().contains("Fail to proxy"), "{}", gw.log());
     // Other routes take any size.
     let big = format!(
         "POST /x HTTP/1.1\r\nHost: gateway.test\r\ncontent-length: 100\r\n\r\n{}",
@@ -241,6 +274,14 @@ fn cors_preflights_are_answered_without_a_key_and_errors_are_readable() {
     );
     assert_eq!(r.status(), 401);
     assert_eq!(r.header("access-control-allow-origin"), None);
+    // Without an Origin: no CORS header, but `Vary: Origin`, so caches keep them apart.
+    let r = send(gw.addr, &req("GET", "/v1/orders", &[("x-api-key", &k.key)]));
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert!(
+        r.all("vary").iter().any(|v| v.contains("Origin")),
+        "{:?}",
+        r.headers
+    );
     // A plain OPTIONS (not a preflight) is an ordinary request: it needs a key.
     assert_eq!(
         send(gw.addr, &req("OPTIONS", "/v1/orders", &[])).status(),
