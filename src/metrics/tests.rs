@@ -9,7 +9,7 @@ fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 #[test]
 fn records_through_handles_and_encodes() {
     let m = Metrics::register(Registry::new()).unwrap();
-    let h = m.handles(&["api"], ["acme"].into_iter(), &["o"]);
+    let h = m.handles(&["api"], ["acme"].into_iter(), &[("o", ["127.0.0.1:1"])]);
     h.request(Some(0), 200, Some(0), 0.002);
     h.request(Some(0), 200, Some(0), 0.002);
     h.request(None, 404, None, 0.0001);
@@ -73,7 +73,7 @@ fn labels_are_distinct_and_classify_pingora_errors() {
 #[test]
 fn grafana_dashboard_queries_only_exported_metrics() {
     let m = Metrics::register(Registry::new()).unwrap();
-    let h = m.handles(&["api"], ["acme"].into_iter(), &["o"]);
+    let h = m.handles(&["api"], ["acme"].into_iter(), &[("o", ["127.0.0.1:1"])]);
     h.request(Some(0), 200, Some(0), 0.002);
     h.upstream_error(0, ErrorKind::ConnectRefused);
     h.origin_rejection(0);
