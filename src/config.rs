@@ -589,7 +589,7 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
-    /// Origins allowed (`https://app.example.com`, scheme://host[:port]), or `["*"]`.
+    /// Origins allowed (`https://app.example.com`, `scheme://host[:port]`), or `["*"]`.
     pub allow_origins: Vec<String>,
     /// Methods a preflight may ask for. Default: the route's `methods`, else the
     /// methods keygate forwards.

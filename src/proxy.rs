@@ -114,10 +114,11 @@ fn connect_failure(ctx: &mut RequestCtx, e: &Error) -> bool {
         state.handles.ejection(u, server);
         warnings::warn_ejected(state, u, server, e);
     }
-    let retry =
-        !ctx.attempt.retried && ctx.body_bytes == 0 && upstream.balancer.has_alternative(server);
+    let retry = ctx.attempt.retried_from.is_none()
+        && ctx.body_bytes == 0
+        && upstream.balancer.has_alternative(server);
     if retry {
-        ctx.attempt.retried = true;
+        ctx.attempt.retried_from = Some(server);
         ctx.attempt.elsewhere = true;
         state.handles.retry(u);
         state.handles.upstream_error(u, ErrorKind::of(e.etype()));
@@ -548,6 +549,10 @@ impl ProxyHttp for ApiKeyProxy {
                 (None, None)
             }
         };
+        let upstream = route
+            .and_then(|r| state.routes.get(r))
+            .and_then(|r| state.upstreams.get(r.upstream));
+        let server = |i: Option<usize>| Some(upstream?.server(i?)?.address.as_str());
         let req = session.req_header();
         logging::access(&AccessRecord {
             method: Some(req.method.as_str()),
@@ -564,6 +569,8 @@ impl ProxyHttp for ApiKeyProxy {
             client: ctx.client.addr,
             error: e.map(|e| e.etype().as_str()),
             key_expires_at: ctx.sunset().map(|s| s.sunset_at),
+            upstream_server: server(ctx.attempt.server),
+            retried_from: server(ctx.attempt.retried_from),
         });
     }
 }

@@ -33,7 +33,7 @@ pub struct Rotation {
 /// The longest grace period: a year (a key meant to live longer wants `expires_at`).
 pub const MAX_GRACE: Duration = Duration::from_secs(366 * 86_400);
 
-/// Parse a grace period: `72h`, `3d`, `90m`, `1h 30m`, `3600s`; at most [`MAX_GRACE`].
+/// Parse a grace period: `72h`, `3d`, `90m`, `1h 30m`, `3600s`; at most `MAX_GRACE` (a year).
 ///
 /// # Errors
 /// [`KeygenError::BadGrace`] for anything else, zero, or more than a year.

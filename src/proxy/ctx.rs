@@ -44,8 +44,9 @@ pub struct RequestCtx {
 pub struct Attempt {
     /// Index of the server in its upstream, once one was chosen.
     pub server: Option<usize>,
-    /// The request was already retried on another server (at most once).
-    pub retried: bool,
+    /// The server a connection failed to before the request was retried on `server`
+    /// (at most one retry).
+    pub retried_from: Option<usize>,
     /// The next choice must avoid `server`: a connection to it failed before any byte
     /// was sent, and the request is being retried elsewhere.
     pub elsewhere: bool,

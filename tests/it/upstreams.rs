@@ -68,6 +68,7 @@ fn two_servers_share_the_load_by_weight() {
     assert_eq!(sample(&text, &healthy(a.addr)), 1.0);
     assert_eq!(sample(&text, &healthy(b.addr)), 1.0);
     assert_eq!(sample(&text, RETRIES), 0.0);
+    gw.wait_log(&format!(" upstream_server={}\n", b.addr), 10);
     // Each server received the shared secret and the consumer's identity.
     for o in [&a, &b] {
         let last = o.last();
@@ -173,6 +174,8 @@ fn connect_failures_are_retried_on_another_server_and_eject_it() {
     let last = a.last();
     assert_eq!(last.start, "POST /v1/items HTTP/1.1");
     assert_eq!(last.body, b"hello");
+    // The access line names both servers, the failed one first.
+    gw.wait_log(&format!("upstream_server={dead},{}\n", a.addr), 1);
     all_ok(&mut c, key, 10);
     assert_eq!(a.count_path("/v1"), 12, "every request served by a");
     // Two connect failures: two retries, then the server is ejected and left alone.

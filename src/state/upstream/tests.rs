@@ -261,3 +261,25 @@ fn server_statuses_name_every_server() {
         ]
     );
 }
+
+#[test]
+fn the_commented_example_in_conf_builds() {
+    let conf = include_str!("../../../conf/keygate.yaml");
+    let block: String = conf
+        .lines()
+        .skip_while(|l| !l.contains("--- example: servers ---"))
+        .skip(1)
+        .take_while(|l| !l.contains("--- end of example ---"))
+        .map(|l| l.replacen("  # ", "  ", 1) + "\n")
+        .collect();
+    assert!(block.contains("servers:"), "{block}");
+    let text = format!(
+        "secret: {{ env: KG_UNUSED }}\nauth: {{ keys_file: keys.yaml }}\nupstreams:\n{block}routes:\n  - {{ name: api, path_prefix: /, upstream: api, auth: required }}\n"
+    );
+    let s = build_with(&text, None).unwrap();
+    let u = &s.upstreams[0];
+    assert_eq!(u.servers.len(), 2);
+    let h = u.health_check.as_ref().unwrap();
+    assert_eq!(h.path.as_deref(), Some("/healthz"));
+    assert!(h.passes(200) && h.passes(204) && !h.passes(201) && !h.passes(300));
+}
