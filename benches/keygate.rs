@@ -12,6 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 use keygate::admission::{admit, charge_limits, Admission};
 use keygate::auth::{self, AuthOutcome};
+use keygate::balance::{Balancer, Ejection, Policy, ServerHealth};
 use keygate::config::{ConsumerConfig, KeyConfig, KeysFile};
 use keygate::fixture;
 use keygate::forwarded;
@@ -230,6 +231,8 @@ fn access_log(c: &mut Criterion) {
         client: Some("192.0.2.1".parse().unwrap()),
         error: None,
         key_expires_at: None,
+        upstream_server: Some("10.0.0.11:8000"),
+        retried_from: None,
     };
     let mut g = c.benchmark_group("access_log");
     let mut line = String::with_capacity(512);
@@ -290,8 +293,65 @@ fn load(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A balancer over servers of `weights`, with health checks and ejection on.
+fn balancer(weights: &[u32], policy: Policy) -> Balancer {
+    let servers = weights
+        .iter()
+        .map(|&w| {
+            let h = std::sync::Arc::new(ServerHealth::default());
+            h.observe(true, 2, 3);
+            (h, w)
+        })
+        .collect();
+    let eject = Ejection {
+        after_failures: 3,
+        duration_ms: 10_000,
+    };
+    Balancer::new(servers, policy, true, eject)
+}
+
+/// Choosing an upstream server in `upstream_peer` (the pick and its lease, dropped).
+fn selection(c: &mut Criterion) {
+    let mut g = c.benchmark_group("select");
+    for (name, weights, policy) in [
+        ("one_server", &[1][..], Policy::RoundRobin),
+        ("two_servers", &[1, 1], Policy::RoundRobin),
+        (
+            "eight_weighted",
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            Policy::RoundRobin,
+        ),
+        (
+            "least_connections_8",
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            Policy::LeastConnections,
+        ),
+    ] {
+        let b = balancer(weights, policy);
+        g.bench_function(name, |bench| {
+            bench.iter(|| black_box(b.pick(black_box(None)).map(|p| p.server)))
+        });
+    }
+    // One of two servers failing its health checks: every other pick falls back.
+    let b = balancer(&[1, 1], Policy::RoundRobin);
+    b.health(1).unwrap().observe(false, 2, 1);
+    g.bench_function("two_servers_one_down", |bench| {
+        bench.iter(|| black_box(b.pick(black_box(None)).map(|p| p.server)))
+    });
+    // One of two ejected: the clock is read on every pick.
+    let b = balancer(&[1, 1], Policy::RoundRobin);
+    for _ in 0..3 {
+        b.connect_failed(1);
+    }
+    g.bench_function("two_servers_one_ejected", |bench| {
+        bench.iter(|| black_box(b.pick(black_box(None)).map(|p| p.server)))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    selection,
     auth_decision,
     request_path,
     limit_check,

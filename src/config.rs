@@ -38,6 +38,22 @@ pub const DEFAULT_SECRET_HEADER: &str = "x-shared-secret";
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Default upstream read timeout, in milliseconds.
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 30_000;
+/// Default weight of an upstream server.
+pub const DEFAULT_SERVER_WEIGHT: u32 = 1;
+/// Default consecutive connect failures that eject an upstream server.
+pub const DEFAULT_EJECT_AFTER_CONNECT_FAILURES: u32 = 3;
+/// Default time an ejected upstream server gets no requests, in seconds.
+pub const DEFAULT_EJECT_SECONDS: u64 = 10;
+/// Default time between two health probes of a server, in milliseconds.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 2_000;
+/// Default time a health probe may take, in milliseconds.
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 1_000;
+/// Default consecutive passed probes that bring a server back.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// Default consecutive failed probes that take a server out.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Default statuses of an HTTP health probe that count as healthy.
+pub const DEFAULT_HEALTHY_STATUSES: StatusRange = StatusRange { from: 200, to: 399 };
 /// Default idle time allowed between requests on a client connection, in seconds.
 pub const DEFAULT_KEEPALIVE_TIMEOUT_SECONDS: u64 = 60;
 /// Default longest wait for the next piece of a request body, in seconds.
@@ -315,16 +331,36 @@ pub fn default_sources() -> Vec<SourceConfig> {
     ]
 }
 
-/// One named origin.
+/// One named origin: one server (`address`) or several (`servers`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `host:port`; a name is resolved once at load, never per request.
-    pub address: String,
+    /// `host:port` of the one server; a name is resolved once at load, never per
+    /// request. Exactly one of `address` and `servers`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Several servers sharing the load, by weight. Exactly one of `address` and `servers`.
+    #[serde(default)]
+    pub servers: Option<Vec<UpstreamServerConfig>>,
+    /// How a server is chosen: `round_robin` (weighted, the default) or
+    /// `least_connections` (fewest requests in flight per unit of weight).
+    #[serde(default)]
+    pub balance: BalanceConfig,
+    /// Active health checks of every server. Default none: servers are taken out only
+    /// by passive ejection.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Consecutive failed connections (refused, timed out, TLS failures) after which a
+    /// server is ejected for `eject_seconds`; 0 disables passive ejection. Default 3.
+    #[serde(default = "default_eject_after_connect_failures")]
+    pub eject_after_connect_failures: u32,
+    /// How long an ejected server gets no requests, in seconds. Default 10.
+    #[serde(default = "default_eject_seconds")]
+    pub eject_seconds: u64,
     /// Connect with TLS. Default false.
     #[serde(default)]
     pub tls: bool,
-    /// TLS server name to send and verify. Default: the host part of `address`.
+    /// TLS server name to send and verify. Default: the host part of each server's address.
     #[serde(default)]
     pub sni: String,
     /// PEM file of CA certificates to trust instead of the system roots (private CA).
@@ -346,12 +382,136 @@ pub struct UpstreamConfig {
     pub case_insensitive_paths: bool,
 }
 
+/// `upstreams.<name>.servers[]:` — one server of an upstream.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamServerConfig {
+    /// `host:port`; a name is resolved once at load, never per request.
+    pub address: String,
+    /// Its share of the requests relative to the other servers: 1 to 1000. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// `upstreams.<name>.balance`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceConfig {
+    /// Weighted round robin, interleaved (weights 3 and 1 give a a b a, not a a a b).
+    #[default]
+    RoundRobin,
+    /// The server with the fewest requests in flight per unit of weight.
+    LeastConnections,
+}
+
+/// `upstreams.<name>.health_check:` — how keygate probes each server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path (and query) of an HTTP `GET` probe, e.g. `/healthz`; it carries the shared
+    /// secret. Absent: the probe is a TCP connect (plus the TLS handshake and
+    /// certificate check for `tls: true`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Time between two probes of a server, in milliseconds. Default 2000.
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+    /// Time a probe may take (connect, TLS, answer), in milliseconds; at most
+    /// `interval_ms`. Default 1000.
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive passed probes that bring an unhealthy server back. Default 2.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failed probes that take a healthy server out. Default 3.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Statuses of the HTTP probe that count as healthy: codes (`204`) and ranges
+    /// (`"200-399"`). Default `["200-399"]`; only with `path`.
+    #[serde(default)]
+    pub healthy_statuses: Option<Vec<StatusRange>>,
+}
+
+/// A status code or an inclusive range of them, written `204` or `"200-299"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    /// The first status of the range.
+    pub from: u16,
+    /// The last status of the range (equal to `from` for a single code).
+    pub to: u16,
+}
+
+impl<'de> Deserialize<'de> for StatusRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = StatusRange;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a status code (204) or a range of them (\"200-399\")")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StatusRange, E> {
+                let code = u16::try_from(v)
+                    .map_err(|_| E::custom(format!("`{v}` is not a status code")))?;
+                Ok(StatusRange {
+                    from: code,
+                    to: code,
+                })
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StatusRange, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("`{v}` is not a status code")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StatusRange, E> {
+                let bad = || {
+                    E::custom(format!(
+                        "`{v}` is not a status code or a range like 200-399"
+                    ))
+                };
+                let (from, to) = v.split_once('-').unwrap_or((v, v));
+                let from = from.trim().parse().map_err(|_| bad())?;
+                let to = to.trim().parse().map_err(|_| bad())?;
+                Ok(StatusRange { from, to })
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 fn default_connect_timeout_ms() -> u64 {
     DEFAULT_CONNECT_TIMEOUT_MS
 }
 
 fn default_read_timeout_ms() -> u64 {
     DEFAULT_READ_TIMEOUT_MS
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_SERVER_WEIGHT
+}
+
+fn default_eject_after_connect_failures() -> u32 {
+    DEFAULT_EJECT_AFTER_CONNECT_FAILURES
+}
+
+fn default_eject_seconds() -> u64 {
+    DEFAULT_EJECT_SECONDS
+}
+
+fn default_health_interval_ms() -> u64 {
+    DEFAULT_HEALTH_INTERVAL_MS
+}
+
+fn default_health_timeout_ms() -> u64 {
+    DEFAULT_HEALTH_TIMEOUT_MS
+}
+
+fn default_healthy_threshold() -> u32 {
+    DEFAULT_HEALTHY_THRESHOLD
+}
+
+fn default_unhealthy_threshold() -> u32 {
+    DEFAULT_UNHEALTHY_THRESHOLD
 }
 
 /// How a route treats API keys.

@@ -74,7 +74,12 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
         upstreams: BTreeMap::from([(
             "demo-origin".to_string(),
             UpstreamConfig {
-                address: origin_addr.to_string(),
+                address: Some(origin_addr.to_string()),
+                servers: None,
+                balance: Default::default(),
+                health_check: None,
+                eject_after_connect_failures: crate::config::DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
+                eject_seconds: crate::config::DEFAULT_EJECT_SECONDS,
                 tls: false,
                 sni: String::new(),
                 ca_file: None,

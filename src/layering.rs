@@ -8,6 +8,7 @@ use std::path::Path;
 /// Every module and its layer; see the diagram in the crate documentation.
 const LAYERS: &[(&str, u8)] = &[
     ("apikey", 0),
+    ("balance", 0),
     ("access", 0),
     ("cors", 0),
     ("timestamp", 0),
@@ -27,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("keystore", 1),
     ("state", 2),
     ("auth", 3),
+    ("health", 3),
     ("conn", 3),
     ("admission", 4),
     ("keylist", 4),

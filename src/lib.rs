@@ -9,11 +9,12 @@
 //! layer (a test, `layering`, keeps it so). From the bottom:
 //!
 //! ```text
-//! leaves      apikey access cors timestamp → limits headers host path limiter problem
-//!             request_id config metrics logging tls forwarded
+//! leaves      apikey access cors timestamp balance → limits headers host path limiter
+//!             problem request_id config metrics logging tls forwarded
 //! keys        keystore
 //! state       state                   (validated, prepared, immutable snapshot)
 //! decisions   auth → admission        (pure: request head + state → outcome)
+//!             health                  (probing upstream servers, in the background)
 //!             keylist                 (the operator's view of keys)
 //! connection  conn                    (request-head deadline, body-rate floor)
 //! serving     proxy  telemetry admin  (Pingora phases; /metrics + /healthz; GET /keys)
@@ -22,6 +23,7 @@
 //! ```
 //!
 //! - [`apikey`]: the key format, checksum and digests;
+//! - [`balance`]: choosing an upstream server (weights, health, ejection);
 //! - [`access`]: method and scope sets;
 //! - [`cors`]: the CORS protocol for browser clients (preflights, response headers);
 //! - [`timestamp`]: RFC 3339 and HTTP-date helpers;
@@ -40,6 +42,7 @@
 //! - [`keystore`]: the key index (O(1) by digest, about 70 bytes per key);
 //! - [`state`]: the validated runtime snapshot the request path reads;
 //! - [`auth`]: the pure authentication decision;
+//! - [`health`]: active health checks of upstream servers (a background service);
 //! - [`admission`]: the request decision (header limits, host, path, route, brute force,
 //!   auth, consumer limits);
 //! - [`keylist`]: the key listing served by the admin listener and `keygate keys`;
@@ -60,6 +63,7 @@ pub mod admin;
 pub mod admission;
 pub mod apikey;
 pub mod auth;
+pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -71,6 +75,7 @@ pub mod forwarded;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod headers;
+pub mod health;
 pub mod host;
 pub mod keygen;
 pub mod keylist;

@@ -25,6 +25,9 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 ];
 /// The `route` label of requests that matched no route (cannot clash: route names have no parentheses).
 pub const NO_ROUTE: &str = "(none)";
+/// The Pingora error type (`ErrorType::Custom`) of a request no server of its upstream
+/// could take; the access log's `error=` shows it.
+pub const NO_SERVER: &str = "NoServerAvailable";
 
 /// An authentication result: the values of `keygate_auth_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,19 +109,22 @@ pub enum ErrorKind {
     Closed,
     /// The origin answered something that is not HTTP.
     InvalidResponse,
+    /// No server of the upstream takes requests: every one fails its health checks.
+    NoServer,
     /// Anything else.
     Other,
 }
 
 impl ErrorKind {
     /// Every kind, in label order.
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
         ErrorKind::Tls,
         ErrorKind::Timeout,
         ErrorKind::Closed,
         ErrorKind::InvalidResponse,
+        ErrorKind::NoServer,
         ErrorKind::Other,
     ];
 
@@ -131,6 +137,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Closed => "closed",
             ErrorKind::InvalidResponse => "invalid_response",
+            ErrorKind::NoServer => "no_server",
             ErrorKind::Other => "other",
         }
     }
@@ -150,6 +157,7 @@ impl ErrorKind {
             InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => {
                 ErrorKind::InvalidResponse
             }
+            Custom(NO_SERVER) => ErrorKind::NoServer,
             _ => ErrorKind::Other,
         }
     }
@@ -239,6 +247,30 @@ pub struct Metrics {
     /// `keygate_client_timeouts_total{phase}`: request heads past
     /// `client_header_timeout_seconds` (`header`) and bodies below the minimum rate (`body`).
     client_timeouts: IntCounterVec,
+    /// `keygate_upstream_server_healthy{upstream,address}`: 1 when the server takes
+    /// requests (its health checks pass, or it has none, and it is not ejected), set at
+    /// scrape time.
+    server_healthy: IntGaugeVec,
+    /// `keygate_upstream_selections_total{upstream,address}`: requests sent to each server
+    /// (a retry counts once more, on the server it went to).
+    selections: IntCounterVec,
+    /// `keygate_upstream_ejections_total{upstream,address}`: passive ejections after
+    /// consecutive connect failures.
+    ejections: IntCounterVec,
+    /// `keygate_upstream_retries_total{upstream}`: requests sent to another server after a
+    /// connection failed before any byte was sent.
+    retries: IntCounterVec,
+}
+
+/// Whether one server takes requests, for `keygate_upstream_server_healthy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerGauge<'a> {
+    /// The upstream's name.
+    pub upstream: &'a str,
+    /// The server's configured address.
+    pub address: &'a str,
+    /// Whether it takes requests.
+    pub up: bool,
 }
 
 /// The two client-timeout counters, resolved once.
@@ -394,6 +426,34 @@ impl Metrics {
             "Client connections cut for a slow request head (phase=header) or body (phase=body).",
             &["phase"],
         )?;
+        let server_healthy = gauge(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "keygate_upstream_server_healthy",
+                    "1 when the upstream server takes requests (health checks pass or none, not ejected), else 0.",
+                ),
+                &["upstream", "address"],
+            )?,
+        )?;
+        let selections = counter_vec(
+            r,
+            "keygate_upstream_selections_total",
+            "Requests sent to each upstream server (retries included).",
+            &["upstream", "address"],
+        )?;
+        let ejections = counter_vec(
+            r,
+            "keygate_upstream_ejections_total",
+            "Upstream servers ejected after consecutive connect failures.",
+            &["upstream", "address"],
+        )?;
+        let retries = counter_vec(
+            r,
+            "keygate_upstream_retries_total",
+            "Requests retried on another server after a connection failed before any byte was sent.",
+            &["upstream"],
+        )?;
         let build_info = gauge(
             r,
             IntGaugeVec::new(
@@ -436,7 +496,22 @@ impl Metrics {
             key_store_bytes,
             access_log_dropped,
             client_timeouts,
+            server_healthy,
+            selections,
+            ejections,
+            retries,
         })
+    }
+
+    /// Set `keygate_upstream_server_healthy` to exactly `servers` (series of servers no
+    /// longer configured disappear).
+    pub fn set_server_health<'a>(&self, servers: impl IntoIterator<Item = ServerGauge<'a>>) {
+        self.server_healthy.reset();
+        for s in servers {
+            self.server_healthy
+                .with_label_values(&[s.upstream, s.address])
+                .set(i64::from(s.up));
+        }
     }
 
     /// The client-timeout counters.

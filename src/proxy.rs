@@ -6,7 +6,8 @@
 //!                    (header limits, canonical host and path, route, brute force,
 //!                    authenticate, consumer limits)
 //!                    ─► reject: write the problem document ourselves, keep-alive
-//! upstream_peer ───► the route's pre-built HttpPeer
+//! upstream_peer ───► balance: a server of the route's upstream, its pre-built HttpPeer
+//! fail_to_connect ─► count toward ejection; retry once on another server
 //! connected_to_upstream ─► refuse a TLS connection whose certificate failed (tls.rs)
 //! upstream_request_filter ─► canonical target; rewrite::rewrite_upstream_headers
 //! request_body_filter ─► tell the connection the body ended (conn.rs rate floor)
@@ -38,7 +39,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Digest;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
@@ -49,13 +50,13 @@ use crate::forwarded;
 use crate::headers;
 use crate::limiter::FailureLimiter;
 use crate::logging::{self, AccessRecord};
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, NO_SERVER};
 use crate::problem::Code;
 use crate::request_id::{new_request_id, valid_request_id};
 use crate::state::SharedState;
 use crate::timestamp;
 
-pub use ctx::RequestCtx;
+pub use ctx::{Attempt, RequestCtx};
 pub use fields::{detail, insert_cors, insert_credential_fields};
 pub use respond::{drain_timeout, failure_code, keep_alive_after_rejection, MAX_DRAIN_BYTES};
 pub use rewrite::{rewrite_upstream_headers, Rewrite};
@@ -94,6 +95,36 @@ fn raw_path(req: &RequestHeader) -> &[u8] {
         .split(|&b| b == b'?')
         .next()
         .unwrap_or_default()
+}
+
+/// A connection to the request's server failed before any byte was sent (refused,
+/// timed out, TLS handshake or certificate refused): count it toward the server's
+/// passive ejection, and decide whether to retry on another server: once per request,
+/// only when no byte of the request body was read yet, and only when another server
+/// takes requests.
+fn connect_failure(ctx: &mut RequestCtx, e: &Error) -> bool {
+    let Some((u, server)) = ctx.upstream_server() else {
+        return false;
+    };
+    let state = &ctx.state;
+    let Some(upstream) = state.upstreams.get(u) else {
+        return false;
+    };
+    if upstream.balancer.connect_failed(server) {
+        state.handles.ejection(u, server);
+        warnings::warn_ejected(state, u, server, e);
+    }
+    let retry = ctx.attempt.retried_from.is_none()
+        && ctx.body_bytes == 0
+        && upstream.balancer.has_alternative(server);
+    if retry {
+        ctx.attempt.retried_from = Some(server);
+        ctx.attempt.elsewhere = true;
+        state.handles.retry(u);
+        state.handles.upstream_error(u, ErrorKind::of(e.etype()));
+        warnings::debug_retry(state, u, server, e, ctx.request_id.as_bytes());
+    }
+    retry
 }
 
 #[async_trait]
@@ -162,6 +193,9 @@ impl ProxyHttp for ApiKeyProxy {
         }
     }
 
+    /// Choose a server of the route's upstream (never the one a connection just failed
+    /// to) and hand Pingora its pre-built peer; no server: 502 `upstream_unavailable`
+    /// at once.
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -169,12 +203,30 @@ impl ProxyHttp for ApiKeyProxy {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.forward()?.route;
         let state = &ctx.state;
-        let (route, upstream) = state
+        let (route, u) = state
             .routes
             .get(route)
-            .and_then(|r| Some((r, state.upstreams.get(r.upstream)?)))
+            .map(|r| (r, r.upstream))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route without upstream"))?;
-        let mut peer = Box::new(upstream.peer.clone());
+        let upstream = state
+            .upstreams
+            .get(u)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route without upstream"))?;
+        let exclude = ctx.attempt.server.filter(|_| ctx.attempt.elsewhere);
+        ctx.attempt.elsewhere = false;
+        let Some(pick) = upstream.balancer.pick(exclude) else {
+            let mut e = Error::explain(
+                ErrorType::Custom(NO_SERVER),
+                format!("no server of upstream `{}` takes requests", upstream.name),
+            );
+            e.set_retry(false);
+            return Err(e.into_up());
+        };
+        state.handles.selection(u, pick.server);
+        let server = upstream
+            .server(pick.server)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "server out of range"))?;
+        let mut peer = Box::new(server.peer.clone());
         // A route's own timeouts (a slow report endpoint beside fast ones).
         if let Some(t) = route.connect_timeout {
             peer.options.connection_timeout = Some(t);
@@ -184,23 +236,30 @@ impl ProxyHttp for ApiKeyProxy {
             peer.options.read_timeout = Some(t);
             peer.options.write_timeout = Some(t);
         }
+        ctx.attempt.server = Some(pick.server);
+        ctx.attempt.lease = pick.lease;
         Ok(peer)
     }
 
-    /// Connection failures go straight to `fail_to_proxy`: there is one peer per route.
+    /// A connection failed before any byte was sent: count it toward the server's
+    /// ejection, and retry once on another server when one takes requests and no byte
+    /// of the request body was read yet.
     fn fail_to_connect(
         &self,
         _s: &mut Session,
         _p: &HttpPeer,
-        _c: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        e.set_retry(false);
+        let retry = connect_failure(ctx, &e);
+        e.set_retry(retry);
         e
     }
 
     /// Refuse a TLS connection to the origin unless its certificate passed keygate's
-    /// verification (runs for new and reused connections, before any request byte).
+    /// verification (runs for new and reused connections, before any request byte); a
+    /// refusal counts as a failed connection. Any other connection resets the
+    /// server's count of consecutive failed connections.
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
@@ -209,19 +268,70 @@ impl ProxyHttp for ApiKeyProxy {
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         digest: Option<&Digest>,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !peer.is_tls() {
-            return Ok(());
+        let verdict = if peer.is_tls() {
+            crate::tls::verdict(digest)
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Ok(()) => {
+                if let Some((u, s)) = ctx.upstream_server() {
+                    if let Some(up) = ctx.state.upstreams.get(u) {
+                        up.balancer.connected(s);
+                    }
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                let mut e = Error::explain(
+                    ErrorType::InvalidCert,
+                    format!("{}: {reason}", warnings::CERT_REFUSED),
+                );
+                let retry = connect_failure(ctx, &e);
+                e.set_retry(retry);
+                Err(e.into_up())
+            }
         }
-        crate::tls::verdict(digest).map_err(|reason| {
-            let mut e = Error::explain(
-                ErrorType::InvalidCert,
-                format!("{}: {reason}", warnings::CERT_REFUSED),
-            );
+    }
+
+    /// Pingora's policy for errors on an established connection (retry an idempotent
+    /// request whose reused connection failed), except for a certificate refused in
+    /// `connected_to_upstream`: no byte was sent, and the retry was decided there.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.attempt.elsewhere {
+            return e;
+        }
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
             e.set_retry(false);
-            e.into_up()
-        })
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    /// Leave out Pingora's warning about a retried attempt when keygate retries a failed
+    /// connection on another server: it is counted (`keygate_upstream_retries_total`,
+    /// `keygate_upstream_errors_total`), logged at `debug` under `keygate::upstream`, and
+    /// an ejection it causes is logged as a warning.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        matches!(context, ProxyWarnLogContext::UpstreamRetry) && ctx.attempt.elsewhere
     }
 
     async fn upstream_request_filter(
@@ -393,7 +503,13 @@ impl ProxyHttp for ApiKeyProxy {
                 .route()
                 .and_then(|r| ctx.state.routes.get(r))
                 .map(|r| r.upstream);
-            warnings::debug_upstream_failure(&ctx.state, upstream, e, ctx.request_id.as_bytes());
+            warnings::debug_upstream_failure(
+                &ctx.state,
+                upstream,
+                ctx.attempt.server,
+                e,
+                ctx.request_id.as_bytes(),
+            );
         }
         duplicate
     }
@@ -445,6 +561,10 @@ impl ProxyHttp for ApiKeyProxy {
                 (None, None)
             }
         };
+        let upstream = route
+            .and_then(|r| state.routes.get(r))
+            .and_then(|r| state.upstreams.get(r.upstream));
+        let server = |i: Option<usize>| Some(upstream?.server(i?)?.address.as_str());
         let req = session.req_header();
         logging::access(&AccessRecord {
             method: Some(req.method.as_str()),
@@ -461,6 +581,8 @@ impl ProxyHttp for ApiKeyProxy {
             client: ctx.client.addr,
             error: e.map(|e| e.etype().as_str()),
             key_expires_at: ctx.sunset().map(|s| s.sunset_at),
+            upstream_server: server(ctx.attempt.server),
+            retried_from: server(ctx.attempt.retried_from),
         });
     }
 }

@@ -1,9 +1,9 @@
 //! Wiring: turns a loaded configuration into a Pingora `Server` with keygate's services.
 //!
 //! The proxy (every accepted connection wrapped by [`crate::conn`]), the
-//! telemetry listener, the SIGHUP reloader and the SIGUSR1 access-log reopener
-//! are added here; `main` opens the access log, runs the server and drains the
-//! access log once it stops.
+//! telemetry listener, the upstream health checks, the SIGHUP reloader and the
+//! SIGUSR1 access-log reopener are added here; `main` opens the access log, runs
+//! the server and drains the access log once it stops.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use pingora::services::listening::Service;
 
 use crate::config::{resolve_relative, AccessLogFormat, ServerConfig};
 use crate::conn::DeadlineApp;
+use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::proxy::{ApiKeyProxy, Timeouts};
 use crate::reload::{LoadHooks, Reloader};
@@ -123,6 +124,12 @@ pub fn assemble(
         service.add_tcp(addr);
         server.add_service(service);
     }
+    // Probes upstream servers; reads the live state each round, so a reload that adds
+    // a health check needs no restart.
+    server.add_service(background_service(
+        "keygate health checks",
+        HealthChecker::new(shared.clone()),
+    ));
     server.add_service(background_service(
         "keygate readiness",
         Readiness::new(&config.server, summary, notifier.clone()),

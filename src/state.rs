@@ -6,10 +6,13 @@
 //! `HttpPeer`s with their TLS trust, the key index, pre-built header values and
 //! resolved metric handles. Nothing string-typed or optional that the request
 //! path would have to re-check survives into `State`. A `State` is never
-//! mutated; a reload builds a new one and swaps it in ([`SharedState`]).
+//! mutated (its atomics aside: counters, last use, server health); a reload builds
+//! a new one and swaps it in ([`SharedState`]), handing over the counters and
+//! server health of what remains.
 //!
 //! - `build`: the orchestrator and the sections of `keygate.yaml`;
-//! - `upstream`: upstream peers and origin TLS trust;
+//! - `upstream`: upstreams, their servers (peers, origin TLS trust, health carried
+//!   over a reload) and health checks;
 //! - `routes`: routes, their canonical hosts and prefixes;
 //! - `keys`: consumers and the key index, one consumer at a time;
 //! - `load`: reading the files and secrets.
@@ -29,22 +32,20 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use pingora::upstreams::peer::HttpPeer;
 
 use crate::access::{Methods, Scopes};
 use crate::config::AuthMode;
 use crate::forwarded::TrustedProxies;
 use crate::keystore::{KeyEntry, KeyIndex};
 use crate::limits::{Counter, Spec};
-use crate::logging::Throttle;
 use crate::metrics::{Handles, KeyGauges};
-use crate::tls::OriginTrust;
 
 pub use build::{build, Inputs};
 pub use load::{
     load, load_with_secret, load_without_secrets, read_secret, reload, Loaded, SHORT_SECRET,
 };
 pub use routes::origin_overlaps;
+pub use upstream::{HealthCheck, Server, ServerStatus, Upstream};
 
 /// The state shared by every request and replaced whole by a reload.
 pub type SharedState = Arc<ArcSwap<State>>;
@@ -148,32 +149,6 @@ impl Route {
         }
         // Segment boundary: "/api" matches "/api" and "/api/x", not "/apix".
         prefix.ends_with(b"/") || matches!(path.get(prefix.len()), None | Some(b'/'))
-    }
-}
-
-/// One upstream, with its peer built once at load.
-pub struct Upstream {
-    /// The configured name.
-    pub name: String,
-    /// The peer cloned for each request (address already resolved).
-    pub peer: HttpPeer,
-    /// `Host` to send instead of the client's, when configured.
-    pub host_header: Option<HeaderValue>,
-    /// How the origin's certificate is verified, for TLS upstreams.
-    pub trust: Option<Arc<OriginTrust>>,
-    /// The origin matches paths without regard to ASCII case.
-    pub case_insensitive_paths: bool,
-    /// Limits the warning about this origin rejecting authenticated requests (a wrong
-    /// shared secret) to one a minute; starts afresh with each loaded configuration.
-    pub rejection_warning: Throttle,
-}
-
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("name", &self.name)
-            .field("address", &self.peer._address)
-            .finish()
     }
 }
 

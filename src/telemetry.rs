@@ -2,9 +2,9 @@
 //!
 //! Served on `server.metrics_listen`, apart from client traffic. Gauges that
 //! describe the running configuration (keys by state, keys expiring soon, key
-//! store size) and the access log's dropped-line count are computed at each
-//! scrape, so expiry shows without a reload and the request path never
-//! touches them.
+//! store size, upstream servers taking requests) and the access log's
+//! dropped-line count are computed at each scrape, so expiry (of keys and of
+//! ejections) shows without a reload and the request path never touches them.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ServerGauge};
 use crate::state::SharedState;
 use crate::timestamp;
 
@@ -36,6 +36,13 @@ impl TelemetryApp {
             .set_key_gauges(state.key_gauges(timestamp::now_unix()));
         self.metrics
             .set_access_log_dropped(crate::logging::dropped_lines());
+        let now = crate::balance::now_ms();
+        self.metrics
+            .set_server_health(state.server_statuses(now).into_iter().map(|s| ServerGauge {
+                upstream: s.upstream,
+                address: s.address,
+                up: s.up,
+            }));
         self.metrics.encode()
     }
 }

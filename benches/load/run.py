@@ -161,14 +161,22 @@ def make_tls_origin_certs(work):
 
 
 def run_keygate(work, label, binary, kpath, upstream, upstream_extra, good, bad, seconds, record, what):
-    """Start `binary` with auth, metrics and access log on; measure the 200 (and 401) path."""
+    """Start `binary` with auth, metrics and access log on; measure the 200 (and 401) path.
+
+    `upstream` is one address, or a list of addresses: servers of weight 1 with HTTP
+    health checks."""
     kport = free_port()
     cfg = os.path.join(work, f"{label}.yaml")
+    if isinstance(upstream, list):
+        servers = ", ".join(f'{{ address: "{a}" }}' for a in upstream)
+        where = f"servers: [ {servers} ], health_check: {{ path: /healthz }}"
+    else:
+        where = f'address: "{upstream}"'
     with open(cfg, "w") as f:
         f.write(f"""server: {{ listen: ["127.0.0.1:{kport}"], threads: 1, metrics_listen: "127.0.0.1:{free_port()}" }}
 secret: {{ env: KEYGATE_SHARED_SECRET }}
 auth: {{ keys_file: {kpath}, brute_force: {{ max_failures: 0 }} }}
-upstreams: {{ origin: {{ address: "{upstream}"{upstream_extra} }} }}
+upstreams: {{ origin: {{ {where}{upstream_extra} }} }}
 routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
 """)
     with open(os.path.join(work, f"{label}.log"), "w") as log:
@@ -251,16 +259,22 @@ def main():
     ap.add_argument("--limits", action="store_true",
                     help="also measure this keygate with a rate limit and a quota on every consumer"
                          " (set too high to refuse), labelled 'limits'")
+    ap.add_argument("--two-servers", action="store_true",
+                    help="also measure this keygate (200 path) with a two-server upstream: the same"
+                         " nginx origin on two ports, weights 1:1, HTTP health checks; labelled"
+                         " 'two-servers', compared with the one-server 'keygate' of the same rounds")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="keygate-load-")
     servers = []
     try:
         origin_port = free_port()
+        origin_port2 = free_port()
         tls_port = free_port()
         ca_file = make_tls_origin_certs(work)
         origin = Server("origin", [NGINX, "-c", nginx_conf(work, "origin", f"""
   access_log off;
-  server {{ listen 127.0.0.1:{origin_port} reuseport; keepalive_timeout 300s;
+  server {{ listen 127.0.0.1:{origin_port} reuseport; listen 127.0.0.1:{origin_port2} reuseport;
+    keepalive_timeout 300s;
     location / {{ if ($http_x_shared_secret != "{SECRET}") {{ return 401; }}
                   default_type application/json; return 200 '{{"ok":true}}'; }} }}
   server {{ listen 127.0.0.1:{tls_port} ssl reuseport; keepalive_timeout 300s;
@@ -274,11 +288,16 @@ def main():
         keysets = {n: make_keys(work, n) for n in sizes}
         limited = {n: make_keys(work, n, limits=True)[1] for n in sizes} if args.limits else {}
 
+        one = f"127.0.0.1:{origin_port}"
+        two = [one, f"127.0.0.1:{origin_port2}"]
+
         def keygate_runs(n):
-            """(label, binary, keys file) for every keygate measured on `n` keys."""
-            runs = [(label, binary, keysets[n][1]) for label, binary in keygates]
+            """(label, binary, keys file, upstream, 401 too) for every keygate measured on `n` keys."""
+            runs = [(label, binary, keysets[n][1], one, True) for label, binary in keygates]
             if args.limits:
-                runs.append(("limits", KEYGATE, limited[n]))
+                runs.append(("limits", KEYGATE, limited[n], one, True))
+            if args.two_servers:
+                runs.append(("two-servers", KEYGATE, keysets[n][1], two, False))
             return runs
 
         def good_hdr(n):
@@ -300,9 +319,9 @@ def main():
                             args.seconds, record, "TLS origin, 10 keys")
             if args.skip_peers:
                 for n in sizes:
-                    for label, binary, kpath in keygate_runs(n):
-                        run_keygate(work, label, binary, kpath, f"127.0.0.1:{origin_port}", "",
-                                    good_hdr(n), bad_hdr, args.seconds, record, f"{n} keys")
+                    for label, binary, kpath, upstream, rejects in keygate_runs(n):
+                        run_keygate(work, label, binary, kpath, upstream, "", good_hdr(n),
+                                    bad_hdr if rejects else None, args.seconds, record, f"{n} keys")
                 continue
             # the framework floor
             pport = free_port()
@@ -334,9 +353,9 @@ def main():
                 record(f"nginx 200 ({n} keys)", measure(ng, good_hdr(n), args.seconds, True))
                 record(f"nginx 401 ({n} keys)", measure(ng, bad_hdr, args.seconds, False))
                 ng.stop()
-                for label, binary, kp in keygate_runs(n):
-                    run_keygate(work, label, binary, kp, f"127.0.0.1:{origin_port}", "",
-                                good_hdr(n), bad_hdr, args.seconds, record, f"{n} keys")
+                for label, binary, kp, upstream, rejects in keygate_runs(n):
+                    run_keygate(work, label, binary, kp, upstream, "", good_hdr(n),
+                                bad_hdr if rejects else None, args.seconds, record, f"{n} keys")
 
         if args.reload_keys:
             reload_under_load(work, origin_port, args)
@@ -359,6 +378,13 @@ def main():
                         lim = med[f"limits {path} ({n} keys)"]
                         print(f"{n} keys, {path} path: limits/baseline CPU per request"
                               f" {lim['cpu_us_per_req'] / old['cpu_us_per_req']:.3f}x")
+        if args.two_servers:
+            for n in sizes:
+                two_s, one_s = med[f"two-servers 200 ({n} keys)"], med[f"keygate 200 ({n} keys)"]
+                rounds = zip(results[f"two-servers 200 ({n} keys)"], results[f"keygate 200 ({n} keys)"])
+                each = ", ".join(f"{t['cpu_us_per_req'] / o['cpu_us_per_req']:.3f}x" for t, o in rounds)
+                print(f"{n} keys, 200 path: two-servers/one-server CPU per request"
+                      f" {two_s['cpu_us_per_req'] / one_s['cpu_us_per_req']:.3f}x (per round: {each})")
         if args.baseline:
             new, old = med["keygate 200 (TLS origin, 10 keys)"], med["baseline 200 (TLS origin, 10 keys)"]
             print(f"TLS origin, 200 path: keygate/baseline CPU per request"

@@ -2,7 +2,8 @@
 # Load benchmark: direct-to-origin, nginx as an API-key gateway, a bare Pingora
 # pass-through and keygate, side by side, interleaved over several rounds.
 #
-#   benches/load/run.sh [--rounds N] [--seconds S] [--keys-large N]
+#   benches/load/run.sh [--rounds N] [--seconds S] [--keys-large N] [--skip-peers]
+#                       [--baseline BINARY] [--limits] [--two-servers] [--reload-keys N]
 #
 # Installs nginx and wrk from Debian if missing, builds keygate and the pass-through in
 # release mode, pins each gateway to CPU 0 and the origin and load generator to CPU 1,

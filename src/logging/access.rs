@@ -52,6 +52,12 @@ pub struct AccessRecord<'a> {
     /// The key's `expires_at` (Unix seconds) when it was inside its expiry warning
     /// window (text: only then; JSON: always, `null` otherwise).
     pub key_expires_at: Option<i64>,
+    /// The upstream server (its configured address) the request went to last, when one
+    /// was chosen (text: only then; JSON: always, `null` otherwise).
+    pub upstream_server: Option<&'a str>,
+    /// The server a connection failed to before the request was retried on
+    /// `upstream_server`; written first, comma-separated (`10.0.0.1:80,10.0.0.2:80`).
+    pub retried_from: Option<&'a str>,
 }
 
 /// Append one whole access-log line for `r` to `out`, newline included: the current
@@ -102,7 +108,25 @@ fn text(r: &AccessRecord<'_>, out: &mut String) {
         out.push_str(" key_expires_at=");
         out.push_str(&crate::timestamp::format_rfc3339(t));
     }
+    if let Some(server) = r.upstream_server {
+        out.push_str(" upstream_server=");
+        upstream_servers(r.retried_from, server, out, escape_for_log);
+    }
     out.push('\n');
+}
+
+/// `first,last` (or `last`), each escaped with `escape`.
+fn upstream_servers(
+    first: Option<&str>,
+    last: &str,
+    out: &mut String,
+    escape: fn(&[u8], &mut String),
+) {
+    if let Some(f) = first {
+        escape(f.as_bytes(), out);
+        out.push(',');
+    }
+    escape(last.as_bytes(), out);
 }
 
 /// `{"timestamp":"…","level":"INFO","target":"keygate::access","method":"GET",…}`: every
@@ -156,6 +180,15 @@ fn json(r: &AccessRecord<'_>, out: &mut String) {
         Some(t) => {
             out.push('"');
             out.push_str(&crate::timestamp::format_rfc3339(t));
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"upstream_server\":");
+    match r.upstream_server {
+        Some(server) => {
+            out.push('"');
+            upstream_servers(r.retried_from, server, out, escape_for_json_log);
             out.push('"');
         }
         None => out.push_str("null"),
@@ -259,6 +292,8 @@ mod tests {
             client: Some("192.0.2.1".parse().unwrap()),
             error: None,
             key_expires_at: None,
+            upstream_server: None,
+            retried_from: None,
         }
     }
 
@@ -320,7 +355,19 @@ mod tests {
         assert_eq!(v["client"], "192.0.2.1");
         assert_eq!(v["error"], serde_json::Value::Null);
         assert_eq!(v["key_expires_at"], serde_json::Value::Null);
-        assert_eq!(v.as_object().unwrap().len(), 15);
+        assert_eq!(v["upstream_server"], serde_json::Value::Null);
+        assert_eq!(v.as_object().unwrap().len(), 16);
+        let mut retried = record(b"/v1/x", b"rid-1");
+        retried.upstream_server = Some("10.0.0.2:80");
+        let v: serde_json::Value = serde_json::from_str(&line(Format::Json, &retried)).unwrap();
+        assert_eq!(v["upstream_server"], "10.0.0.2:80");
+        assert!(line(Format::Text, &retried).ends_with(" upstream_server=10.0.0.2:80\n"));
+        retried.retried_from = Some("10.0.0.1:80");
+        let v: serde_json::Value = serde_json::from_str(&line(Format::Json, &retried)).unwrap();
+        assert_eq!(v["upstream_server"], "10.0.0.1:80,10.0.0.2:80");
+        assert!(
+            line(Format::Text, &retried).ends_with(" upstream_server=10.0.0.1:80,10.0.0.2:80\n")
+        );
         let mut expiring = record(b"/v1/x", b"rid-1");
         expiring.key_expires_at = Some(1_796_169_600);
         let v: serde_json::Value = serde_json::from_str(&line(Format::Json, &expiring)).unwrap();

@@ -54,6 +54,14 @@ fn status_label(status: u16) -> &'static str {
 struct UpstreamHandles {
     errors: Vec<IntCounter>,
     origin_auth_rejections: IntCounter,
+    retries: IntCounter,
+    servers: Vec<ServerHandles>,
+}
+
+/// Label children for one upstream server.
+struct ServerHandles {
+    selections: IntCounter,
+    ejections: IntCounter,
 }
 
 /// Everything one configuration records into; the default records nothing (tests,
@@ -75,12 +83,13 @@ impl std::fmt::Debug for Handles {
 
 impl Metrics {
     /// Resolve the label children for a configuration's routes, consumers and upstreams
-    /// (names as configured; indices into these lists are what [`Handles`] records by).
-    pub fn handles<'a>(
+    /// (each with its servers' addresses); names as configured, and indices into these
+    /// lists are what [`Handles`] records by.
+    pub fn handles<'a, S: AsRef<[&'a str]>>(
         &self,
         routes: &[&str],
         consumers: impl Iterator<Item = &'a str>,
-        upstreams: &[&str],
+        upstreams: &[(&'a str, S)],
     ) -> Handles {
         let route = |name: &str| RouteHandles {
             requests: self.requests.clone(),
@@ -105,12 +114,21 @@ impl Metrics {
                 .collect(),
             upstreams: upstreams
                 .iter()
-                .map(|u| UpstreamHandles {
+                .map(|(u, servers)| UpstreamHandles {
                     errors: ErrorKind::ALL
                         .iter()
                         .map(|k| self.upstream_errors.with_label_values(&[u, k.label()]))
                         .collect(),
                     origin_auth_rejections: self.origin_auth_rejections.with_label_values(&[u]),
+                    retries: self.retries.with_label_values(&[u]),
+                    servers: servers
+                        .as_ref()
+                        .iter()
+                        .map(|a| ServerHandles {
+                            selections: self.selections.with_label_values(&[u, a]),
+                            ejections: self.ejections.with_label_values(&[u, a]),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -176,6 +194,35 @@ impl Handles {
     pub fn origin_rejection(&self, upstream: usize) {
         if let Some(u) = self.upstreams.get(upstream) {
             u.origin_auth_rejections.inc();
+        }
+    }
+
+    /// Count a request sent to server `server` of `upstream` (indices).
+    pub fn selection(&self, upstream: usize, server: usize) {
+        if let Some(s) = self
+            .upstreams
+            .get(upstream)
+            .and_then(|u| u.servers.get(server))
+        {
+            s.selections.inc();
+        }
+    }
+
+    /// Count a passive ejection of server `server` of `upstream` (indices).
+    pub fn ejection(&self, upstream: usize, server: usize) {
+        if let Some(s) = self
+            .upstreams
+            .get(upstream)
+            .and_then(|u| u.servers.get(server))
+        {
+            s.ejections.inc();
+        }
+    }
+
+    /// Count a request retried on another server of `upstream` (index).
+    pub fn retry(&self, upstream: usize) {
+        if let Some(u) = self.upstreams.get(upstream) {
+            u.retries.inc();
         }
     }
 }

@@ -9,7 +9,7 @@ fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 #[test]
 fn records_through_handles_and_encodes() {
     let m = Metrics::register(Registry::new()).unwrap();
-    let h = m.handles(&["api"], ["acme"].into_iter(), &["o"]);
+    let h = m.handles(&["api"], ["acme"].into_iter(), &[("o", ["127.0.0.1:1"])]);
     h.request(Some(0), 200, Some(0), 0.002);
     h.request(Some(0), 200, Some(0), 0.002);
     h.request(None, 404, None, 0.0001);
@@ -73,12 +73,17 @@ fn labels_are_distinct_and_classify_pingora_errors() {
 #[test]
 fn grafana_dashboard_queries_only_exported_metrics() {
     let m = Metrics::register(Registry::new()).unwrap();
-    let h = m.handles(&["api"], ["acme"].into_iter(), &["o"]);
+    let h = m.handles(&["api"], ["acme"].into_iter(), &[("o", ["127.0.0.1:1"])]);
     h.request(Some(0), 200, Some(0), 0.002);
     h.upstream_error(0, ErrorKind::ConnectRefused);
     h.origin_rejection(0);
     m.load_succeeded(true, 1);
     m.set_key_gauges(KeyGauges::default());
+    m.set_server_health([ServerGauge {
+        upstream: "o",
+        address: "127.0.0.1:1",
+        up: true,
+    }]);
     let text = String::from_utf8(m.encode()).unwrap();
     let families: std::collections::HashSet<&str> = text
         .lines()
@@ -116,7 +121,55 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         "keygate_request_duration_seconds",
         "keygate_config_reloads_total",
         "keygate_keys",
+        "keygate_upstream_server_healthy",
+        "keygate_upstream_selections_total",
     ] {
         assert!(used.contains(needed), "dashboard has no panel for {needed}");
     }
+}
+
+#[test]
+fn upstream_servers_are_counted_by_address_and_their_health_follows_the_configuration() {
+    let m = Metrics::register(Registry::new()).unwrap();
+    let h = m.handles(
+        &["api"],
+        std::iter::empty(),
+        &[("api", ["10.0.0.1:80", "10.0.0.2:80"])],
+    );
+    h.selection(0, 0);
+    h.selection(0, 1);
+    h.selection(0, 1);
+    h.ejection(0, 1);
+    h.retry(0);
+    h.upstream_error(0, ErrorKind::of(&pingora::ErrorType::Custom(NO_SERVER)));
+    // Out of range: ignored, never a panic.
+    h.selection(0, 2);
+    h.ejection(1, 0);
+    h.retry(3);
+    let gauge = |address, up| ServerGauge {
+        upstream: "api",
+        address,
+        up,
+    };
+    m.set_server_health([gauge("10.0.0.1:80", true), gauge("10.0.0.2:80", false)]);
+    let text = String::from_utf8(m.encode()).unwrap();
+    for want in [
+        "keygate_upstream_selections_total{address=\"10.0.0.1:80\",upstream=\"api\"} 1",
+        "keygate_upstream_selections_total{address=\"10.0.0.2:80\",upstream=\"api\"} 2",
+        "keygate_upstream_ejections_total{address=\"10.0.0.1:80\",upstream=\"api\"} 0",
+        "keygate_upstream_ejections_total{address=\"10.0.0.2:80\",upstream=\"api\"} 1",
+        "keygate_upstream_retries_total{upstream=\"api\"} 1",
+        "keygate_upstream_errors_total{kind=\"no_server\",upstream=\"api\"} 1",
+        "keygate_upstream_server_healthy{address=\"10.0.0.1:80\",upstream=\"api\"} 1",
+        "keygate_upstream_server_healthy{address=\"10.0.0.2:80\",upstream=\"api\"} 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?}:\n{text}");
+    }
+    // A reload that drops a server: its health series goes.
+    m.set_server_health([gauge("10.0.0.1:80", true)]);
+    let text = String::from_utf8(m.encode()).unwrap();
+    assert!(
+        !text.contains("upstream_server_healthy{address=\"10.0.0.2:80\""),
+        "{text}"
+    );
 }

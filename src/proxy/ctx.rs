@@ -8,6 +8,7 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::admission::{Admission, Forward, Sunset};
 use crate::auth::AuthOutcome;
+use crate::balance::Lease;
 use crate::forwarded::Client;
 use crate::problem::Code;
 use crate::state::State;
@@ -34,6 +35,23 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// The body passed the route's limit midway: the answer is 413.
     pub body_too_large: bool,
+    /// Which upstream server this request went to, and how its attempts went.
+    pub attempt: Attempt,
+}
+
+/// The upstream server of a request's current (or last) attempt.
+#[derive(Debug, Default)]
+pub struct Attempt {
+    /// Index of the server in its upstream, once one was chosen.
+    pub server: Option<usize>,
+    /// The server a connection failed to before the request was retried on `server`
+    /// (at most one retry).
+    pub retried_from: Option<usize>,
+    /// The next choice must avoid `server`: a connection to it failed before any byte
+    /// was sent, and the request is being retried elsewhere.
+    pub elsewhere: bool,
+    /// The request's hold on its server (counted in flight for least connections).
+    pub lease: Lease,
 }
 
 impl RequestCtx {
@@ -49,6 +67,7 @@ impl RequestCtx {
             origin: None,
             body_bytes: 0,
             body_too_large: false,
+            attempt: Attempt::default(),
         }
     }
 
@@ -71,6 +90,12 @@ impl RequestCtx {
             Some(Admission::Preflight { route }) => Some(*route),
             None => None,
         }
+    }
+
+    /// The upstream (index) of the matched route, and the server of the current attempt.
+    pub fn upstream_server(&self) -> Option<(usize, usize)> {
+        let route = self.state.routes.get(self.route()?)?;
+        Some((route.upstream, self.attempt.server?))
     }
 
     /// The authentication outcome, if authentication ran.

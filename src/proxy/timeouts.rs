@@ -52,6 +52,8 @@ impl TimeoutReporter for Timeouts {
             client,
             error: Some("request head timed out"),
             key_expires_at: None,
+            upstream_server: None,
+            retried_from: None,
         });
         Some(out)
     }

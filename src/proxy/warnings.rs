@@ -102,6 +102,7 @@ pub fn duplicates_access_line(e: &Error, access_log_on: bool) -> bool {
 pub(super) fn debug_upstream_failure(
     state: &State,
     upstream: Option<usize>,
+    server: Option<usize>,
     e: &Error,
     request_id: &[u8],
 ) {
@@ -116,16 +117,71 @@ pub(super) fn debug_upstream_failure(
     } else {
         format!(": {root}")
     };
-    let (name, address) = match upstream.and_then(|u| state.upstreams.get(u)) {
-        Some(u) => (u.name.as_str(), u.peer._address.to_string()),
-        None => ("-", "-".to_string()),
-    };
+    let (name, address) = server_names(state, upstream, server);
     let mut rid = String::new();
     logging::escape_for_log(request_id, &mut rid);
     log::debug!(
         target: UPSTREAM_TARGET,
         "upstream `{name}` ({address}): {}{reason} (request_id={rid})",
         e.etype().as_str()
+    );
+}
+
+/// The upstream's name and the server's configured address, for log lines.
+fn server_names(state: &State, upstream: Option<usize>, server: Option<usize>) -> (&str, &str) {
+    let u = upstream.and_then(|u| state.upstreams.get(u));
+    (
+        u.map_or("-", |u| u.name.as_str()),
+        u.and_then(|u| u.server(server?))
+            .map_or("-", |s| s.address.as_str()),
+    )
+}
+
+/// Why a connection failed, in a few words: the error type and the operating system's
+/// or TLS library's reason when there is one.
+fn connect_reason(e: &Error) -> String {
+    let root = e.root_cause();
+    if root.downcast_ref::<Error>().is_some() {
+        e.etype().as_str().to_string()
+    } else {
+        format!("{}: {root}", e.etype().as_str())
+    }
+}
+
+/// A server was ejected after consecutive connect failures (a warning: once per
+/// ejection, so at most once per `eject_seconds` per server).
+pub(super) fn warn_ejected(state: &State, upstream: usize, server: usize, e: &Error) {
+    let (name, address) = server_names(state, Some(upstream), Some(server));
+    let (after, seconds) = state
+        .upstreams
+        .get(upstream)
+        .map_or((0, 0), |u| u.balancer.ejection_settings());
+    log::warn!(
+        target: UPSTREAM_TARGET,
+        "upstream `{name}` server {address} ejected for {seconds} s after {after} consecutive connect failures (last: {})",
+        connect_reason(e)
+    );
+}
+
+/// A request is retried on another server after a failed connection (`debug`: the
+/// retries are counted in `keygate_upstream_retries_total`).
+pub(super) fn debug_retry(
+    state: &State,
+    upstream: usize,
+    server: usize,
+    e: &Error,
+    request_id: &[u8],
+) {
+    if !log::log_enabled!(target: UPSTREAM_TARGET, log::Level::Debug) {
+        return;
+    }
+    let (name, address) = server_names(state, Some(upstream), Some(server));
+    let mut rid = String::new();
+    logging::escape_for_log(request_id, &mut rid);
+    log::debug!(
+        target: UPSTREAM_TARGET,
+        "upstream `{name}` server {address}: connection failed ({}), retrying on another server (request_id={rid})",
+        connect_reason(e)
     );
 }
 

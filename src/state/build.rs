@@ -94,7 +94,7 @@ pub(super) fn build_streaming(
         secret.as_ref().map(|s| &s.header),
         &mut p,
     );
-    let (upstreams, upstream_index) = upstreams(config, config_path, &mut p);
+    let (upstreams, upstream_index) = upstreams(config, config_path, inputs.previous, &mut p);
     let routes = routes(config, config_path, &upstreams, &upstream_index, &mut p);
     let warning = warning(config, config_path, &mut p);
     let admin_token = admin(config, config_path, inputs.admin_token, &mut p);
@@ -134,11 +134,17 @@ pub(super) fn build_streaming(
         .metrics
         .map(|m| {
             let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
-            let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            let upstream_labels: Vec<(&str, Vec<&str>)> = upstreams
+                .iter()
+                .map(|u| {
+                    let servers = u.servers.iter().map(|s| s.address.as_str()).collect();
+                    (u.name.as_str(), servers)
+                })
+                .collect();
             m.handles(
                 &route_names,
                 consumers.iter().map(|c| c.id.as_str()),
-                &upstream_names,
+                &upstream_labels,
             )
         })
         .unwrap_or_default();

@@ -165,7 +165,7 @@ fn tls_upstream_defaults_sni_to_host() {
         r#"origin: { address: "localhost:8443", tls: true }"#,
     );
     let s = build_from(&config, &keys_yaml()).unwrap();
-    assert_eq!(s.upstreams[0].peer.sni, "localhost");
+    assert_eq!(s.upstreams[0].servers[0].peer.sni, "localhost");
 }
 
 #[test]

@@ -7,6 +7,8 @@ mod harness;
 mod auth;
 // Upstream failures, TLS to the origin, TLS listeners.
 mod upstream;
+// Upstreams with several servers: balancing, health checks, ejection, retries.
+mod upstreams;
 // The request keygate routes is the request the origin acts on: hosts, paths, claims.
 mod canonical;
 // Slow clients: request-head deadline, body-rate floor.

@@ -41,6 +41,7 @@ pub struct GatewayConfig {
     connect_timeout_ms: u64,
     read_timeout_ms: u64,
     upstream: Vec<String>,
+    servers: Vec<(SocketAddr, u32)>,
     upstreams: Vec<(String, String)>,
     routes: Vec<String>,
 }
@@ -59,6 +60,7 @@ impl GatewayConfig {
             connect_timeout_ms: 1000,
             read_timeout_ms: 1500,
             upstream: Vec::new(),
+            servers: Vec::new(),
             upstreams: Vec::new(),
             routes: STANDARD_ROUTES.iter().map(|r| r.to_string()).collect(),
         }
@@ -125,6 +127,13 @@ impl GatewayConfig {
         self
     }
 
+    /// Give the `origin` upstream several servers (`servers: [{address, weight}]`)
+    /// instead of the one `address`.
+    pub fn servers(mut self, servers: &[(SocketAddr, u32)]) -> GatewayConfig {
+        self.servers = servers.to_vec();
+        self
+    }
+
     /// Add another upstream `name` with `settings` (flow-map contents), e.g.
     /// `("dead", "address: \"127.0.0.1:9\"")`.
     pub fn extra_upstream(mut self, name: &str, settings: &str) -> GatewayConfig {
@@ -165,9 +174,19 @@ impl GatewayConfig {
         lines.extend(self.auth.iter().flat_map(|s| indented(s)));
         lines.push("upstreams:".to_string());
         let extra: String = self.upstream.iter().map(|s| format!(", {s}")).collect();
+        let address = if self.servers.is_empty() {
+            format!("address: \"{}\"", self.origin)
+        } else {
+            let list: Vec<String> = self
+                .servers
+                .iter()
+                .map(|(a, w)| format!("{{ address: \"{a}\", weight: {w} }}"))
+                .collect();
+            format!("servers: [ {} ]", list.join(", "))
+        };
         lines.push(format!(
-            "  origin: {{ address: \"{}\", connect_timeout_ms: {}, read_timeout_ms: {}{extra} }}",
-            self.origin, self.connect_timeout_ms, self.read_timeout_ms
+            "  origin: {{ {address}, connect_timeout_ms: {}, read_timeout_ms: {}{extra} }}",
+            self.connect_timeout_ms, self.read_timeout_ms
         ));
         for (name, settings) in &self.upstreams {
             lines.push(format!("  {name}: {{ {settings} }}"));

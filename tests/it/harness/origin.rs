@@ -88,7 +88,22 @@ impl Origin {
 
     /// Start an origin, with TLS when `pki` is given.
     pub fn start_with(pki: Option<&Pki>, mode: OriginMode) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Origin::serve_on(TcpListener::bind("127.0.0.1:0").unwrap(), pki, mode)
+    }
+
+    /// Start a plain-HTTP origin on `addr`: the address of an origin stopped before
+    /// (dropped), to bring "the same server" back.
+    pub fn start_at(addr: SocketAddr) -> Origin {
+        Origin::start_at_with(addr, None)
+    }
+
+    /// [`Origin::start_at`], with TLS when `pki` is given.
+    pub fn start_at_with(addr: SocketAddr, pki: Option<&Pki>) -> Origin {
+        Origin::serve_on(TcpListener::bind(addr).unwrap(), pki, OriginMode::Normal)
+    }
+
+    /// Serve on `listener`.
+    fn serve_on(listener: TcpListener, pki: Option<&Pki>, mode: OriginMode) -> Origin {
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
@@ -151,6 +166,14 @@ impl Origin {
     /// Number of requests received.
     pub fn count(&self) -> usize {
         lock(&self.shared.requests).len()
+    }
+
+    /// Number of requests received for paths starting with `prefix`.
+    pub fn count_path(&self, prefix: &str) -> usize {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|r| r.path().starts_with(prefix))
+            .count()
     }
 }
 
