@@ -17,7 +17,7 @@ use crate::config::{self, Config, KeysFile};
 use crate::state::{self, State};
 
 /// Split fuzz input in two at the first NUL byte (or the middle).
-fn split(data: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split(data: &[u8]) -> (&[u8], &[u8]) {
     match data.iter().position(|&b| b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => data.split_at(data.len() / 2),
