@@ -12,8 +12,10 @@
 //! - `upstream`: upstream peers and origin TLS trust;
 //! - `routes`: routes, their canonical hosts and prefixes;
 //! - `keys`: consumers and the key index, one consumer at a time;
-//! - `load`: reading the files and secrets.
+//! - `address`: addresses are `host:port`, never URLs;
+//! - `load`: reading the files and secrets, and locating every problem found.
 
+mod address;
 mod build;
 mod keys;
 mod load;

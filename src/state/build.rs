@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
+use super::address::{scheme_problem, Setting};
 use super::keys::KeysBuilder;
 use super::problems::Problems;
 use super::routes::routes;
@@ -92,7 +93,7 @@ pub(super) fn build_streaming(
 
     let mut keys = KeysBuilder::new(
         inputs.keys_path,
-        &route_index,
+        Some(&route_index),
         config.routes.len(),
         key_capacity,
     );
@@ -148,23 +149,17 @@ fn check_listeners(config: &Config, cfg: &Path, p: &mut Problems) {
         );
     }
     for (i, a) in s.listen.iter().enumerate() {
-        if a.parse::<SocketAddr>().is_err() {
-            p.add(
-                cfg,
-                format!("server.listen[{i}]"),
-                format!("`{a}` is not an ip:port address"),
-            );
-        }
+        check_listen(a, Setting::Listen, cfg, format!("server.listen[{i}]"), p);
     }
     for (i, t) in s.tls_listen.iter().enumerate() {
         let f = format!("server.tls_listen[{i}]");
-        if t.address.parse::<SocketAddr>().is_err() {
-            p.add(
-                cfg,
-                format!("{f}.address"),
-                format!("`{}` is not an ip:port address", t.address),
-            );
-        }
+        check_listen(
+            &t.address,
+            Setting::TlsListen,
+            cfg,
+            format!("{f}.address"),
+            p,
+        );
         let cert = resolve_relative(cfg, &t.cert);
         let key = resolve_relative(cfg, &t.key);
         if cert.to_str().is_none() || key.to_str().is_none() {
@@ -177,12 +172,23 @@ fn check_listeners(config: &Config, cfg: &Path, p: &mut Problems) {
         p.add(cfg, "server.threads", "must be at least 1");
     }
     let ml = &s.metrics_listen;
-    if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
+    if let Some(message) = scheme_problem(ml, Setting::Metrics) {
+        p.add(cfg, "server.metrics_listen", message);
+    } else if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
         p.add(
             cfg,
             "server.metrics_listen",
             format!("`{ml}` is not an ip:port address (or empty to disable)"),
         );
+    }
+}
+
+/// A listen address must be `ip:port`, without a scheme.
+fn check_listen(addr: &str, setting: Setting, cfg: &Path, field: String, p: &mut Problems) {
+    if let Some(message) = scheme_problem(addr, setting) {
+        p.add(cfg, field, message);
+    } else if addr.parse::<SocketAddr>().is_err() {
+        p.add(cfg, field, format!("`{addr}` is not an ip:port address"));
     }
 }
 

@@ -7,14 +7,16 @@ use http::header::HeaderValue;
 
 use super::problems::Problems;
 use super::{valid_id, Consumer};
-use crate::config::ConsumerConfig;
+use crate::config::{ConfigError, ConsumerConfig, Location, Problem};
 use crate::keystore::{decode_digest, KeyIndex, KeyIndexBuilder};
 use crate::timestamp;
 
 /// Builds consumers and the key index one consumer at a time, collecting problems.
 pub(super) struct KeysBuilder<'a> {
     file: &'a Path,
-    route_index: &'a HashMap<&'a str, usize>,
+    /// Route names to indices; `None` when the routes are unknown (only the keys file
+    /// is being checked), and allow-lists are not checked.
+    route_index: Option<&'a HashMap<&'a str, usize>>,
     n_routes: usize,
     consumers: Vec<Consumer>,
     consumer_ids: HashSet<String>,
@@ -25,7 +27,7 @@ pub(super) struct KeysBuilder<'a> {
 impl<'a> KeysBuilder<'a> {
     pub(super) fn new(
         file: &'a Path,
-        route_index: &'a HashMap<&'a str, usize>,
+        route_index: Option<&'a HashMap<&'a str, usize>>,
         n_routes: usize,
         capacity: usize,
     ) -> Self {
@@ -68,20 +70,24 @@ impl<'a> KeysBuilder<'a> {
             },
             None => None,
         };
-        let allowed = c.routes.as_ref().map(|names| {
-            let mut allowed = vec![false; self.n_routes].into_boxed_slice();
-            for (ri, n) in names.iter().enumerate() {
-                match self.route_index.get(n.as_str()) {
-                    Some(&idx) => allowed[idx] = true,
-                    None => p.add(
-                        kp,
-                        f(&format!(".routes[{ri}]")),
-                        format!("unknown route `{n}`"),
-                    ),
+        let allowed = c
+            .routes
+            .as_ref()
+            .zip(self.route_index)
+            .map(|(names, index)| {
+                let mut allowed = vec![false; self.n_routes].into_boxed_slice();
+                for (ri, n) in names.iter().enumerate() {
+                    match index.get(n.as_str()) {
+                        Some(&idx) => allowed[idx] = true,
+                        None => p.add(
+                            kp,
+                            f(&format!(".routes[{ri}]")),
+                            format!("unknown route `{n}`"),
+                        ),
+                    }
                 }
-            }
-            allowed
-        });
+                allowed
+            });
         let consumer_idx = u32::try_from(self.consumers.len()).unwrap_or(u32::MAX);
         for (ki, k) in c.keys.iter().enumerate() {
             // Field paths are built only when a problem is reported (1M keys, 1M strings).
@@ -146,4 +152,32 @@ impl<'a> KeysBuilder<'a> {
     pub(super) fn finish(self) -> (Vec<Consumer>, KeyIndex, Problems) {
         (self.consumers, self.index.finish(), self.problems)
     }
+}
+
+/// Check the keys file at `path` on its own, for a `keygate.yaml` that does not parse:
+/// every problem of the file, allow-lists checked against `routes` when known.
+pub(super) fn check_keys_file(path: &Path, routes: Option<&[String]>) -> Vec<Problem> {
+    let index: Option<HashMap<&str, usize>> = routes.map(|names| {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect()
+    });
+    let n_routes = routes.map_or(0, <[String]>::len);
+    let mut keys = KeysBuilder::new(path, index.as_ref(), n_routes, 0);
+    let mut problems = match crate::config::stream_consumers(path, &mut |ci, c| keys.add(ci, c)) {
+        Ok(()) => Vec::new(),
+        Err(ConfigError::Invalid(list)) => list,
+        Err(e) => vec![Problem {
+            at: Location {
+                file: path.to_path_buf(),
+                line_col: None,
+                field: String::new(),
+            },
+            message: e.to_string(),
+        }],
+    };
+    problems.extend(keys.finish().2.list);
+    problems
 }

@@ -89,13 +89,15 @@ fn every_problem_is_reported_with_file_and_field() {
         );
     let err = build_from(&config, &keys).unwrap_err();
     let s = err.to_string();
+    // Each problem found while building carries the line and column of the field it
+    // names, looked up in the file it came from.
     for want in [
-            "keygate.yaml: routes[1].upstream: unknown upstream `nowhere`",
-            "keys.yaml: consumers[2].id: consumer `acme` is defined twice",
-            "keys.yaml: consumers[2].keys[0].id: key id `acme-1` is used twice",
-            "keys.yaml: consumers[2].keys[0].sha256: must be 64 hex characters",
-            "keys.yaml: consumers[2].keys[1].sha256: the same key digest is already used by key `acme-1`",
-            "keys.yaml: consumers[2].keys[2].expires_at: `tomorrow` is not an RFC 3339",
+            "keygate.yaml:8:53: routes[1].upstream: unknown upstream `nowhere`",
+            "keys.yaml:13:9: consumers[2].id: consumer `acme` is defined twice",
+            "keys.yaml:15:15: consumers[2].keys[0].id: key id `acme-1` is used twice",
+            "keys.yaml:15:31: consumers[2].keys[0].sha256: must be 64 hex characters",
+            "keys.yaml:16:28: consumers[2].keys[1].sha256: the same key digest is already used by key `acme-1`",
+            "keys.yaml:17:109: consumers[2].keys[2].expires_at: `tomorrow` is not an RFC 3339",
         ] {
             assert!(s.contains(want), "missing {want:?} in:\n{s}");
         }

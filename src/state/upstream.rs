@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::header::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
+use super::address::{scheme_problem, split_host_port, Setting};
 use super::problems::Problems;
 use super::{valid_id, Upstream};
 use crate::config::{resolve_relative, Config, UpstreamConfig};
@@ -16,19 +17,6 @@ use crate::tls::{ExpectedName, OriginTrust};
 
 /// How long an idle upstream connection is kept for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Split `host:port` / `[v6]:port` into host and port.
-fn split_host_port(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, port.parse().ok()?))
-}
 
 /// Every upstream, and upstream names to indices.
 pub(super) fn upstreams<'c>(
@@ -52,6 +40,10 @@ fn upstream(name: &str, u: &UpstreamConfig, cfg: &Path, p: &mut Problems) -> Opt
     let f = format!("upstreams.{name}");
     if !valid_id(name) {
         p.add(cfg, &f, "names may contain only A-Z a-z 0-9 . _ -");
+    }
+    if let Some(message) = scheme_problem(&u.address, Setting::Upstream) {
+        p.add(cfg, format!("{f}.address"), message);
+        return None;
     }
     let Some((host, port)) = split_host_port(&u.address) else {
         p.add(
