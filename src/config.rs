@@ -7,6 +7,7 @@
 //! names, duplicate digests, the secret being present) live in [`crate::state`],
 //! which turns a parsed file into the runtime snapshot the request path reads.
 
+mod compat;
 mod error;
 mod json;
 mod parse;
@@ -19,7 +20,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location, Problem};
-pub use parse::{locate_in_file, locate_in_text, parse_yaml, read, resolve_relative};
+pub use parse::{
+    locate_in_file, locate_in_text, parse_yaml, parse_yaml_compat, read, resolve_relative,
+};
 pub use secret::{SecretConfig, SecretSource};
 pub use stream::{for_each_consumer, stream_consumers};
 

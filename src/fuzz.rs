@@ -30,6 +30,13 @@ pub fn config_input(data: &[u8]) {
     let (Ok(cfg), Ok(keys)) = (std::str::from_utf8(cfg), std::str::from_utf8(keys)) else {
         return;
     };
+    // keygate's YAML reader reads what serde_yaml 0.9 read: wherever both accept a
+    // text, they agree on every value and on the typed files.
+    for text in [cfg, keys] {
+        same_as_serde_yaml::<serde_yaml::Value>(text);
+    }
+    same_as_serde_yaml::<Config>(cfg);
+    same_as_serde_yaml::<KeysFile>(keys);
     let file = Path::new("fuzz.yaml");
     let mut streamed = 0usize;
     let stream = config::for_each_consumer(keys, file, &mut |_, _| streamed += 1);
@@ -57,6 +64,20 @@ pub fn config_input(data: &[u8]) {
     if let Ok(state) = state::build(inputs, &keys) {
         let _ = state.key_counts(0);
         let _ = state.keys.heap_bytes();
+    }
+}
+
+/// Assert that keygate's reader and serde_yaml read `text` the same when both accept it.
+fn same_as_serde_yaml<T: serde::de::DeserializeOwned + std::fmt::Debug>(text: &str) {
+    if let (Ok(ours), Ok(theirs)) = (
+        crate::yaml::from_str::<T>(text),
+        serde_yaml::from_str::<T>(text),
+    ) {
+        assert_eq!(
+            format!("{ours:?}"),
+            format!("{theirs:?}"),
+            "reading {text:?}"
+        );
     }
 }
 

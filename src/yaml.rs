@@ -33,7 +33,7 @@ use std::fmt;
 pub use de::Path;
 pub use locate::locate;
 pub use read::{Chars, Kind, Node, Reader, Scalar, Style};
-pub use stream::for_each_element;
+pub use stream::{for_each_element, Walk};
 
 /// A position in a YAML text: 1-based line and column (in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -79,24 +79,36 @@ pub enum Failure {
 /// The most problems collected from one text before giving up on finding more.
 pub const MAX_ERRORS: usize = 100;
 
+/// Read a single-document YAML text into its tree (an empty text is an empty plain
+/// scalar, as `serde_yaml` reads it).
+///
+/// # Errors
+/// The syntax error (one: the parser stops there), or a second document.
+pub fn parse(text: &str) -> Result<Node, Error> {
+    Reader::from_str(text).document().map_err(|f| match f {
+        Failure::Invalid(mut errors) if !errors.is_empty() => errors.swap_remove(0),
+        Failure::Invalid(_) => Error {
+            mark: None,
+            path: String::new(),
+            message: "invalid YAML".to_string(),
+        },
+        Failure::Io(e) => Error {
+            mark: None,
+            path: String::new(),
+            message: e.to_string(),
+        },
+    })
+}
+
 /// Deserialize a single-document YAML text into `T`, reporting every problem found.
 ///
 /// Scalars resolve as `serde_yaml` 0.9 resolves them. An empty text is an empty
 /// document (as `serde_yaml` reads it: an empty mapping for a struct).
 ///
 /// # Errors
-/// Every syntax or schema problem found, sorted by position.
+/// The syntax error, or every schema problem found, sorted by position.
 pub fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<Error>> {
-    let mut reader = Reader::from_str(text);
-    let root = reader.document().map_err(|f| match f {
-        Failure::Invalid(errors) => errors,
-        Failure::Io(e) => vec![Error {
-            mark: None,
-            path: String::new(),
-            message: e.to_string(),
-        }],
-    })?;
-    from_node(&root, &Path::Root)
+    from_node(&parse(text).map_err(|e| vec![e])?, &Path::Root)
 }
 
 /// Deserialize `node` into `T`; `path` is where the node is in its document (for

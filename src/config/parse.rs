@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::compat;
 use super::error::{ConfigError, Location, Problem};
 use crate::yaml;
 
@@ -11,14 +12,33 @@ use crate::yaml;
 ///
 /// Scalars are read as `serde_yaml` 0.9 read them (YAML 1.2 core schema), unknown
 /// fields are errors wherever the type says so, and a problem in one field does not
-/// hide the problems in the others.
+/// hide the problems in the others. A text that is not valid YAML 1.2 but that
+/// earlier keygate versions accepted is read as they read it (see `compat`).
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     text: &str,
     file: &Path,
 ) -> Result<T, ConfigError> {
-    yaml::from_str(text).map_err(|errors| {
+    parse_yaml_compat(text, file).map(|(v, _)| v)
+}
+
+/// [`parse_yaml`], with the warning to give when the text had to be read the way
+/// earlier keygate versions read it (it is not valid YAML 1.2).
+pub fn parse_yaml_compat<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<(T, Option<String>), ConfigError> {
+    let invalid = |errors: Vec<yaml::Error>| {
         ConfigError::Invalid(errors.into_iter().map(|e| problem(e, file)).collect())
-    })
+    };
+    match yaml::parse(text) {
+        Ok(root) => yaml::from_node(&root, &yaml::Path::Root)
+            .map(|v| (v, None))
+            .map_err(invalid),
+        Err(syntax) => match compat::parse(text) {
+            Some(v) => Ok((v, Some(compat::warning(file, &syntax)))),
+            None => Err(invalid(vec![syntax])),
+        },
+    }
 }
 
 /// A problem the YAML reader found, in `file`.

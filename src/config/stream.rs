@@ -10,6 +10,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 
+use super::compat;
 use super::error::{ConfigError, Problem};
 use super::json::{self, Json};
 use super::parse::problem;
@@ -38,7 +39,8 @@ pub fn for_each_consumer(
 
 /// Read the keys file at `path` a chunk at a time and hand each consumer to `f` as
 /// soon as it is parsed, with its index in the file. Memory stays flat whatever the
-/// file's size.
+/// file's size. Returns a warning when the file had to be read the way earlier
+/// keygate versions read it (it is not valid YAML 1.2; see `compat`).
 ///
 /// # Errors
 /// [`ConfigError::Read`] when the file cannot be read or is not UTF-8;
@@ -47,30 +49,32 @@ pub fn for_each_consumer(
 pub fn stream_consumers(
     path: &Path,
     f: &mut dyn FnMut(usize, &ConsumerConfig),
-) -> Result<(), ConfigError> {
+) -> Result<Option<String>, ConfigError> {
     let open = || std::fs::File::open(path);
     match consumers(&open, path, f)? {
-        Json::Blank => Err(ConfigError::one(
+        (Json::Blank, _) => Err(ConfigError::one(
             path,
             "",
             "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
         )),
-        _ => Ok(()),
+        (_, warning) => Ok(warning),
     }
 }
 
-/// Read the consumers of the text `open` gives (JSON fast path, else YAML).
+/// Read the consumers of the text `open` gives (JSON fast path, else YAML); with the
+/// warning when it was read the old way.
 fn consumers<R: Read>(
     open: &dyn Fn() -> io::Result<R>,
     file: &Path,
     f: &mut dyn FnMut(usize, &ConsumerConfig),
-) -> Result<Json, ConfigError> {
+) -> Result<(Json, Option<String>), ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: file.to_path_buf(),
         source,
     };
     let mut problems = Vec::new();
     let outcome = json::consumers(open, file, f, &mut problems)?;
+    let mut warning = None;
     if let Json::Yaml = outcome {
         let mut reader = Reader::from_read(open().map_err(read_error)?);
         let mut add = |index: usize, node: &yaml::Node, path: &yaml::Path<'_>| match yaml::from_node::<
@@ -81,12 +85,25 @@ fn consumers<R: Read>(
             Ok(c) => f(index, &c),
             Err(errors) => problems.extend(errors.into_iter().map(|e| problem(e, file))),
         };
-        let outline = yaml::for_each_element(&mut reader, "consumers", EXPECTING, &mut add)
+        let walk = yaml::for_each_element(&mut reader, "consumers", EXPECTING, &mut add)
             .map_err(read_error)?;
-        problems.extend(outline.into_iter().map(|e| problem(e, file)));
+        problems.extend(walk.problems.into_iter().map(|e| problem(e, file)));
+        if let Some(syntax) = walk.syntax {
+            // Perhaps only the earlier reader accepts it: read it that way, from the
+            // consumer where the walk stopped (the ones before are the same for both).
+            let mut text = String::new();
+            let lenient = problems.is_empty()
+                && open().and_then(|mut r| r.read_to_string(&mut text)).is_ok()
+                && compat::consumers(&text, walk.elements, f);
+            if lenient {
+                warning = Some(compat::warning(file, &syntax));
+            } else {
+                problems.push(problem(syntax, file));
+            }
+        }
     }
     if problems.is_empty() {
-        return Ok(outcome);
+        return Ok((outcome, warning));
     }
     sort(&mut problems);
     Err(ConfigError::Invalid(problems))

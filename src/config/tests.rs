@@ -300,3 +300,37 @@ fn problems_found_later_are_located_in_the_text() {
     locate_in_file(&f.0, &mut problems);
     assert_eq!(problems[0].at.line_col, Some((4, 27)));
 }
+
+#[test]
+fn files_only_the_earlier_reader_accepted_still_load_with_a_warning() {
+    // A quoted string continued on an unindented line is not YAML 1.2; libyaml took it.
+    let text = MINIMAL.replace(
+        "auth: { keys_file: keys.yaml }",
+        "auth:\n  keys_file: \"keys\n.yaml\"",
+    );
+    let (c, warning) = parse_yaml_compat::<Config>(&text, Path::new("k.yaml")).unwrap();
+    assert_eq!(c.auth.keys_file, Path::new("keys .yaml"));
+    let warning = warning.unwrap();
+    assert!(warning.starts_with("k.yaml:4:14: "), "{warning}");
+    assert!(warning.contains("not valid YAML 1.2"), "{warning}");
+    let (_, none) = parse_yaml_compat::<Config>(MINIMAL, Path::new("k.yaml")).unwrap();
+    assert_eq!(none, None);
+    // Invalid for both: the new reader's error, located.
+    let err = Config::from_yaml("routes: [a\nb: c\n", Path::new("k.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1 problem in configuration\n  k.yaml:2:"),
+        "{err}"
+    );
+
+    // A keys file: the consumers before the place the new reader stops are handed over
+    // once, the rest by the earlier reader.
+    let keys = "consumers:\n  - id: a\n  - id: b\n    name: \"Bee\n  Corp\"#note\n  - id: c\n";
+    let f = TempFile::new("keys.yaml", keys.as_bytes());
+    let mut ids = Vec::new();
+    let warning = stream_consumers(&f.0, &mut |i, c| ids.push((i, c.id.clone()))).unwrap();
+    assert_eq!(ids, [(0, "a".into()), (1, "b".into()), (2, "c".into())]);
+    let warning = warning.unwrap();
+    assert!(warning.contains("keys.yaml:4:11: "), "{warning}");
+}

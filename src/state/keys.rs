@@ -167,7 +167,7 @@ pub(super) fn check_keys_file(path: &Path, routes: Option<&[String]>) -> Vec<Pro
     let n_routes = routes.map_or(0, <[String]>::len);
     let mut keys = KeysBuilder::new(path, index.as_ref(), n_routes, 0);
     let mut problems = match crate::config::stream_consumers(path, &mut |ci, c| keys.add(ci, c)) {
-        Ok(()) => Vec::new(),
+        Ok(_) => Vec::new(),
         Err(ConfigError::Invalid(list)) => list,
         Err(e) => vec![Problem {
             at: Location {

@@ -6,8 +6,8 @@ use super::build::{build_streaming, Inputs};
 use super::keys::check_keys_file;
 use super::State;
 use crate::config::{
-    locate_in_file, locate_in_text, resolve_relative, Config, ConfigError, Location, Problem,
-    SecretSource,
+    locate_in_file, locate_in_text, parse_yaml_compat, resolve_relative, Config, ConfigError,
+    Location, Problem, SecretSource,
 };
 use crate::metrics::Metrics;
 
@@ -48,8 +48,8 @@ pub fn load_with_secret(
     secret: Option<&SecretSource>,
 ) -> Result<Loaded, ConfigError> {
     let text = crate::config::read(config_path)?;
-    let config = match Config::from_yaml(&text, config_path) {
-        Ok(c) => c,
+    let (config, lenient) = match parse_yaml_compat::<Config>(&text, config_path) {
+        Ok(parsed) => parsed,
         Err(ConfigError::Invalid(list)) => {
             let mut list = list;
             // The keys file is checked all the same, so that every problem is reported
@@ -67,7 +67,7 @@ pub fn load_with_secret(
     let keys_path = resolve_relative(config_path, &config.auth.keys_file);
     let source = secret.unwrap_or(&config.secret.source);
     let secret = read_secret(source, config_path, "secret")?;
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = lenient.into_iter().collect();
     if secret.len() < SHORT_SECRET {
         warnings.push(format!(
             "the shared secret is only {} characters long; use at least {SHORT_SECRET} random characters",
@@ -83,9 +83,12 @@ pub fn load_with_secret(
         secret: secret.as_bytes(),
         metrics,
     };
+    let mut keys_lenient = None;
     let state = build_streaming(inputs, capacity, |add| {
-        crate::config::stream_consumers(&keys_path, add)
+        keys_lenient = crate::config::stream_consumers(&keys_path, add)?;
+        Ok(())
     });
+    warnings.extend(keys_lenient);
     match state {
         Ok(state) => Ok(Loaded {
             config,

@@ -6,15 +6,23 @@ use super::de::{invalid_type, DeError, Path};
 use super::read::{invalid, Node, Reader};
 use super::{Error, Failure, Mark};
 
+/// What a walk over a document found outside its elements.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Elements handed to the callback.
+    pub elements: usize,
+    /// Problems of the document's outline: another key (an unknown field), the list's
+    /// key twice, a value that is not a list, a document that is not a mapping.
+    pub problems: Vec<Error>,
+    /// The syntax error that ended the walk, if one did (or a second document).
+    pub syntax: Option<Error>,
+}
+
 /// Walk a document that is a mapping holding one list under `key` (`{consumers:
 /// [...]}`), handing each element to `f` as soon as it is read, with its index and
 /// path; each element's tree is dropped before the next is read, so memory does not
-/// grow with the list.
-///
-/// Returns the problems found outside the elements: another key (an unknown field),
-/// `key` twice, a value that is not a list, a document that is not a mapping
-/// (`expecting` says what it should be), more than one document, and a syntax error
-/// (which ends the walk). An empty document, or an empty value for `key`, has no
+/// grow with the list. `expecting` says what the document should be, for the message
+/// when it is not a mapping. An empty document, or an empty value for `key`, has no
 /// elements.
 ///
 /// # Errors
@@ -24,14 +32,14 @@ pub fn for_each_element<T: Input>(
     key: &'static str,
     expecting: &str,
     f: &mut dyn FnMut(usize, &Node, &Path<'_>),
-) -> Result<Vec<Error>, std::io::Error> {
-    let mut problems = Vec::new();
-    match walk(reader, key, expecting, f, &mut problems) {
-        Ok(()) => Ok(problems),
+) -> Result<Walk, std::io::Error> {
+    let mut walk = Walk::default();
+    match walk_document(reader, key, expecting, f, &mut walk) {
+        Ok(()) => Ok(walk),
         Err(Failure::Io(e)) => Err(e),
-        Err(Failure::Invalid(list)) => {
-            problems.extend(list);
-            Ok(problems)
+        Err(Failure::Invalid(mut list)) => {
+            walk.syntax = (!list.is_empty()).then(|| list.swap_remove(0));
+            Ok(walk)
         }
     }
 }
@@ -44,13 +52,14 @@ fn problem(mark: Mark, path: &Path<'_>, e: &DeError) -> Error {
     }
 }
 
-fn walk<T: Input>(
+fn walk_document<T: Input>(
     reader: &mut Reader<'_, T>,
     key: &'static str,
     expecting: &str,
     f: &mut dyn FnMut(usize, &Node, &Path<'_>),
-    problems: &mut Vec<Error>,
+    walk: &mut Walk,
 ) -> Result<(), Failure> {
+    let problems = &mut walk.problems;
     let (ev, m) = reader.event()?;
     if !matches!(ev, Event::StreamStart) {
         return Err(invalid(m, "expected the start of a YAML stream"));
@@ -111,6 +120,7 @@ fn walk<T: Input>(
                         },
                     );
                     index += 1;
+                    walk.elements = index;
                 }
             }
             Some(text) if text == key => {

@@ -409,9 +409,11 @@ fn streams_read_the_same_as_strings_and_refuse_bad_utf8() {
             Some("漢字".into())
         )
     );
-    assert_eq!(problems.len(), 1);
+    assert_eq!(problems.elements, 3);
+    assert_eq!(problems.syntax, None);
+    assert_eq!(problems.problems.len(), 1);
     assert_eq!(
-        problems[0].to_string(),
+        problems.problems[0].to_string(),
         "5:1: unknown field `other`, expected `list`"
     );
 
@@ -429,16 +431,19 @@ fn streams_read_the_same_as_strings_and_refuse_bad_utf8() {
 fn element_streams_refuse_what_is_not_a_list() {
     let run = |text: &str| {
         let mut n = 0;
-        let problems = for_each_element(
+        let walk = for_each_element(
             &mut Reader::from_str(text),
             "list",
             "a list",
             &mut |_, _, _| n += 1,
         )
-        .unwrap()
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>();
+        .unwrap();
+        let problems = walk
+            .problems
+            .iter()
+            .chain(&walk.syntax)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         (n, problems)
     };
     assert_eq!(run(""), (0, vec![]));
@@ -458,4 +463,92 @@ fn element_streams_refuse_what_is_not_a_list() {
         "{:?}",
         run("list: [a\n")
     );
+}
+
+/// A small deterministic generator (xorshift), for mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn mutated_documents_read_the_same_wherever_both_readers_accept_them() {
+    // Fragments that change how YAML reads: indicators, quotes, numbers, tags, anchors.
+    const BITS: &[&str] = &[
+        "\n",
+        " ",
+        "  ",
+        "- ",
+        ": ",
+        "? ",
+        "#",
+        "'",
+        "\"",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "&a ",
+        "*a",
+        "!!str ",
+        "!t ",
+        "|\n  ",
+        ">-\n  ",
+        "~",
+        "null",
+        "true",
+        "0x1f",
+        "012",
+        "1e3",
+        ".inf",
+        "-",
+        "+",
+        ".",
+        "\t",
+        "\\",
+        "---\n",
+        "...\n",
+        "%YAML 1.2\n---\n",
+        "é",
+        "2027-01-01T00:00:00Z",
+    ];
+    let docs = repository_documents();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut compared, mut total) = (0, 0);
+    for round in 0..4000 {
+        let (_, base) = &docs[round % docs.len()];
+        let mut text: Vec<char> = base.chars().collect();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(text.len() + 1);
+            match rng.below(3) {
+                0 if at < text.len() => {
+                    text.remove(at);
+                }
+                _ => {
+                    let bit = BITS[rng.below(BITS.len())];
+                    for (i, c) in bit.chars().enumerate() {
+                        text.insert(at + i, c);
+                    }
+                }
+            }
+        }
+        let text: String = text.into_iter().collect();
+        total += 1;
+        if let (Ok(a), Ok(b)) = both(&text) {
+            compared += 1;
+            assert_eq!(a, b, "reading {text:?}");
+        }
+    }
+    assert!(compared > total / 4, "{compared} of {total}");
 }
