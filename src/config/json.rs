@@ -134,6 +134,22 @@ impl<R: Read> Input<R> {
         let (mut depth, mut in_str, mut esc) = (0usize, false, false);
         let end = 'scan: loop {
             while let Some(&b) = self.buf.get(self.pos) {
+                if in_str && !esc {
+                    // Most of a keys file is inside strings: jump to the next quote or
+                    // backslash (a raw line break inside a string is invalid JSON anyway).
+                    let rest = self.buf.get(self.pos..).unwrap_or_default();
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(0) => {}
+                        Some(n) => {
+                            self.pos += n;
+                            continue;
+                        }
+                        None => {
+                            self.pos = self.buf.len();
+                            continue;
+                        }
+                    }
+                }
                 if in_str {
                     if esc {
                         esc = false;
