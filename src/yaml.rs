@@ -4,12 +4,12 @@
 //! also builds the whole event list of a document before deserializing any of
 //! it. This module reads YAML with the `saphyr-parser` event parser instead:
 //!
-//! - `read`: events with their line and column, a small spanned tree ([`Node`])
-//!   built from them, from a string or streamed from any reader;
+//! - `read`, `chars`: events with their line and column, a small spanned tree
+//!   ([`Node`]) built from them, from a string or streamed from any reader;
 //! - `scalar`: how a plain scalar resolves (YAML 1.2 core schema), exactly as
 //!   `serde_yaml` 0.9 resolves it, so a file means what it always meant;
-//! - `de`, `access`: a serde `Deserializer` over a [`Node`] that records *every*
-//!   error it meets (unknown fields, wrong types, unknown variants, missing
+//! - `de`, `access`, `collect`: a serde `Deserializer` over a [`Node`] that records
+//!   *every* error it meets (unknown fields, wrong types, unknown variants, missing
 //!   fields), each with its position and field path, instead of stopping;
 //! - `stream`: hands the elements of one top-level list to a callback one at a
 //!   time, so a file with a million entries is never in memory as a whole;
@@ -22,6 +22,8 @@
 //! struct fields), and errors are collected rather than the first one returned.
 
 mod access;
+mod chars;
+mod collect;
 mod de;
 mod locate;
 mod read;
@@ -30,9 +32,10 @@ mod stream;
 
 use std::fmt;
 
-pub use de::Path;
+pub use chars::Chars;
+pub use collect::Path;
 pub use locate::locate;
-pub use read::{Chars, Kind, Node, Reader, Scalar, Style};
+pub use read::{Kind, Node, Reader, Scalar, Style};
 pub use stream::{for_each_element, Walk};
 
 /// A position in a YAML text: 1-based line and column (in characters).
@@ -120,7 +123,7 @@ pub fn from_node<T: serde::de::DeserializeOwned>(
     node: &Node,
     path: &Path<'_>,
 ) -> Result<T, Vec<Error>> {
-    de::deserialize(node, path)
+    collect::deserialize(node, path)
 }
 
 #[cfg(test)]

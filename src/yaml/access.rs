@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
 
-use super::de::{Ctx, De, DeError, Fault, Path};
+use super::collect::{Ctx, DeError, Fault, Path};
+use super::de::De;
 use super::read::{Kind, Node, Style};
 use super::scalar::plain_is_string;
 

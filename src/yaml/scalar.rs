@@ -14,7 +14,7 @@ use std::num::ParseIntError;
 
 use serde::de::{self, Unexpected, Visitor};
 
-use super::de::DeError;
+use super::collect::DeError;
 use super::read::{Scalar, Style};
 
 /// The core schema's tags, as the parser resolves `!!bool` and friends.

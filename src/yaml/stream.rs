@@ -2,7 +2,8 @@
 
 use saphyr_parser::{Event, Input};
 
-use super::de::{invalid_type, DeError, Path};
+use super::collect::{DeError, Path};
+use super::de::invalid_type;
 use super::read::{invalid, Node, Reader};
 use super::{Error, Failure, Mark};
 
