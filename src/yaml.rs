@@ -20,6 +20,11 @@
 //! deliberately differs from `serde_yaml`: a mapping with the same key twice is
 //! an error (`serde_yaml` kept the last value for maps, and rejected it only for
 //! struct fields), and errors are collected rather than the first one returned.
+//! Where the parsers differ: `saphyr-parser` follows YAML 1.2 where libyaml did
+//! not, refusing a few things libyaml accepted (see `config::compat`, which reads
+//! such files the old way) and reading three rare constructs differently
+//! (`{?a: 1}`, an anchor name holding `:`, a `%` escape in a tag; see
+//! `tests/parity.rs`).
 
 mod access;
 mod chars;

@@ -50,8 +50,7 @@ pub fn load_with_secret(
     let text = crate::config::read(config_path)?;
     let (config, lenient) = match parse_yaml_compat::<Config>(&text, config_path) {
         Ok(parsed) => parsed,
-        Err(ConfigError::Invalid(list)) => {
-            let mut list = list;
+        Err(ConfigError::Invalid(mut list)) => {
             // The keys file is checked all the same, so that every problem is reported
             // at once, as long as `keygate.yaml` still says where it is.
             if let Some((keys_file, routes)) = Config::salvage(&text) {
@@ -110,7 +109,8 @@ const MAX_LISTED: usize = 200;
 
 /// Keep the first [`MAX_LISTED`] problems, and a line that counts the others.
 fn cap(mut list: Vec<Problem>) -> Vec<Problem> {
-    if list.len() > MAX_LISTED {
+    // MAX_LISTED problems and the count line are already capped.
+    if list.len() > MAX_LISTED + 1 {
         let more = list.len() - MAX_LISTED;
         let file = list[MAX_LISTED].at.file.clone();
         list.truncate(MAX_LISTED);

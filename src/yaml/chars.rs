@@ -7,6 +7,19 @@ use std::rc::Rc;
 /// Bytes read from the underlying reader at a time.
 const CHUNK: usize = 64 * 1024;
 
+/// What the reader learns about its stream, known once the stream has ended.
+#[derive(Debug, Default)]
+pub(super) struct Source {
+    /// The read error (or the bytes that are not UTF-8) that cut the stream short.
+    pub(super) failed: Option<io::Error>,
+    /// The stream has ended.
+    pub(super) ended: bool,
+    /// Characters in the stream.
+    pub(super) chars: usize,
+    /// Its last character that is not a space or a tab.
+    pub(super) last_non_blank: Option<char>,
+}
+
 /// The characters of a UTF-8 stream, read in chunks; a read error or a byte sequence
 /// that is not UTF-8 ends the stream and is kept for [`super::Reader`] to report.
 pub struct Chars<R> {
@@ -17,11 +30,13 @@ pub struct Chars<R> {
     text: String,
     pos: usize,
     done: bool,
-    failed: Rc<RefCell<Option<io::Error>>>,
+    chars: usize,
+    last_non_blank: Option<char>,
+    source: Rc<RefCell<Source>>,
 }
 
 impl<R: Read> Chars<R> {
-    pub(super) fn new(reader: R, failed: Rc<RefCell<Option<io::Error>>>) -> Self {
+    pub(super) fn new(reader: R, source: Rc<RefCell<Source>>) -> Self {
         Chars {
             reader,
             chunk: vec![0; CHUNK].into_boxed_slice(),
@@ -29,13 +44,24 @@ impl<R: Read> Chars<R> {
             text: String::new(),
             pos: 0,
             done: false,
-            failed,
+            chars: 0,
+            last_non_blank: None,
+            source,
         }
     }
 
     fn fail(&mut self, e: io::Error) {
+        self.source.borrow_mut().failed = Some(e);
+        self.end();
+    }
+
+    /// The stream has ended: say what it was.
+    fn end(&mut self) {
         self.done = true;
-        *self.failed.borrow_mut() = Some(e);
+        let mut source = self.source.borrow_mut();
+        source.ended = true;
+        source.chars = self.chars;
+        source.last_non_blank = self.last_non_blank;
     }
 
     /// Decode the next chunk into `text`; false at the end of the stream.
@@ -56,10 +82,11 @@ impl<R: Read> Chars<R> {
                 }
             };
             if n == 0 {
-                if !self.pending.is_empty() {
+                if self.pending.is_empty() {
+                    self.end();
+                } else {
                     self.fail(not_utf8());
                 }
-                self.done = true;
                 return false;
             }
             self.pending
@@ -97,6 +124,10 @@ impl<R: Read> Iterator for Chars<R> {
         loop {
             if let Some(c) = self.text.get(self.pos..).and_then(|s| s.chars().next()) {
                 self.pos += c.len_utf8();
+                self.chars += 1;
+                if c != ' ' && c != '\t' {
+                    self.last_non_blank = Some(c);
+                }
                 return Some(c);
             }
             if self.done || !self.fill() {

@@ -9,12 +9,12 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::Read;
 use std::rc::Rc;
 
-use saphyr_parser::{BufferedInput, Event, Input, Parser, ScalarStyle, Span, StrInput, Tag};
+use saphyr_parser::{BufferedInput, Event, Input, Parser, ScalarStyle, Span, Tag};
 
-use super::chars::Chars;
+use super::chars::{Chars, Source};
 use super::{Error, Failure, Mark};
 
 /// Deepest nesting of sequences and mappings accepted (as `serde_yaml`).
@@ -119,23 +119,25 @@ pub struct Reader<'i, T: Input> {
     /// Nodes read from events, and nodes copied by aliases (bounded by the first).
     read_nodes: usize,
     alias_nodes: usize,
-    failed: Option<Rc<RefCell<Option<io::Error>>>>,
+    source: Rc<RefCell<Source>>,
+    /// Where the last event read ends (an index in characters).
+    last_end: usize,
 }
 
-impl<'i> Reader<'i, StrInput<'i>> {
+impl<'i> Reader<'i, BufferedInput<Chars<&'i [u8]>>> {
     /// Read YAML from a string.
     #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &'i str) -> Self {
-        Reader::new(Parser::new_from_str(text), None)
+        Reader::from_read(text.as_bytes())
     }
 }
 
 impl<'i, R: Read + 'i> Reader<'i, BufferedInput<Chars<R>>> {
     /// Read YAML from a UTF-8 stream, a chunk at a time.
     pub fn from_read(reader: R) -> Self {
-        let failed = Rc::new(RefCell::new(None));
-        let chars = Chars::new(reader, failed.clone());
-        Reader::new(Parser::new_from_iter(chars), Some(failed))
+        let source = Rc::new(RefCell::new(Source::default()));
+        let chars = Chars::new(reader, source.clone());
+        Reader::new(Parser::new_from_iter(chars), source)
     }
 }
 
@@ -170,21 +172,21 @@ pub(super) fn invalid(mark: Mark, message: impl Into<String>) -> Failure {
 }
 
 impl<'i, T: Input> Reader<'i, T> {
-    fn new(parser: Parser<'i, T>, failed: Option<Rc<RefCell<Option<io::Error>>>>) -> Self {
+    fn new(parser: Parser<'i, T>, source: Rc<RefCell<Source>>) -> Self {
         Reader {
             parser,
             anchors: HashMap::new(),
             next_id: 0,
             read_nodes: 0,
             alias_nodes: 0,
-            failed,
+            source,
+            last_end: 0,
         }
     }
 
     /// The read error that cut the stream short, if any.
     fn io_failure(&self) -> Option<Failure> {
-        let failed = self.failed.as_ref()?;
-        failed.borrow_mut().take().map(Failure::Io)
+        self.source.borrow_mut().failed.take().map(Failure::Io)
     }
 
     /// The next event and where it starts.
@@ -197,6 +199,7 @@ impl<'i, T: Input> Reader<'i, T> {
             match self.parser.next_event() {
                 Some(Ok((Event::Nothing, _))) => continue,
                 Some(Ok((ev, span))) => {
+                    self.last_end = span.end.index();
                     if matches!(ev, Event::StreamEnd) {
                         if let Some(f) = self.io_failure() {
                             return Err(f);
@@ -276,6 +279,15 @@ impl<'i, T: Input> Reader<'i, T> {
         self.node_at(first, 0)
     }
 
+    /// Whether the event just read runs to the end of the stream, and the stream's last
+    /// line has no line break.
+    fn ends_without_line_break(&self) -> bool {
+        let source = self.source.borrow();
+        source.ended
+            && self.last_end == source.chars
+            && !matches!(source.last_non_blank, Some('\n' | '\r') | None)
+    }
+
     fn id(&mut self) -> usize {
         self.read_nodes += 1;
         self.next_id = self.next_id.wrapping_add(1);
@@ -288,12 +300,22 @@ impl<'i, T: Input> Reader<'i, T> {
         }
         let (anchor, node) = match ev {
             Event::Scalar(value, s, anchor, tag) => {
+                let mut value = value.into_owned();
+                if matches!(s, ScalarStyle::Literal | ScalarStyle::Folded)
+                    && value.ends_with('\n')
+                    && self.ends_without_line_break()
+                {
+                    // A block scalar whose last line ends the stream without a line break
+                    // has no final line break to keep (libyaml, and so serde_yaml, agree;
+                    // the parser adds one).
+                    value.pop();
+                }
                 let node = Node {
                     mark,
                     id: self.id(),
                     tag: tag.as_deref().map(full_tag),
                     kind: Kind::Scalar(Scalar {
-                        value: value.into_owned(),
+                        value,
                         style: style(s),
                     }),
                 };

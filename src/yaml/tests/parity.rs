@@ -186,7 +186,10 @@ fn repository_documents() -> Vec<(String, String)> {
 fn repository_files_read_the_same_with_both_readers() {
     let docs = repository_documents();
     assert!(docs.len() >= 10, "{}", docs.len());
-    for (name, text) in &docs {
+    for (name, text) in docs
+        .iter()
+        .filter(|(_, t)| !crate::fuzz::known_divergence(t))
+    {
         let (ours, theirs) = both(text);
         match (&ours, &theirs) {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "{name}"),
@@ -289,6 +292,9 @@ fn mutated_documents_read_the_same_wherever_both_readers_accept_them() {
             }
         }
         let text: String = text.into_iter().collect();
+        if crate::fuzz::known_divergence(&text) {
+            continue;
+        }
         total += 1;
         if let (Ok(a), Ok(b)) = both(&text) {
             compared += 1;
@@ -322,5 +328,54 @@ fn only_syntax_that_yaml_1_2_forbids_is_refused_where_serde_yaml_accepted_it() {
         assert!(theirs.is_ok(), "{text:?}");
         let ours = ours.unwrap_err();
         assert!(ours.contains(why), "{text:?}: {ours}");
+    }
+}
+
+#[test]
+fn a_question_mark_glued_to_text_in_flow_is_text_as_yaml_1_2_says() {
+    // The one value the readers were found to read differently (by the fuzzer): libyaml
+    // takes `?` as the explicit-key indicator in flow collections even when text follows.
+    let (ours, theirs) = both("{?a: 1, b: c}");
+    assert_eq!(
+        ours.unwrap(),
+        r#"Mapping {"?a": Number(1), "b": String("c")}"#
+    );
+    assert_eq!(
+        theirs.unwrap(),
+        r#"Mapping {"a": Number(1), "b": String("c")}"#
+    );
+}
+
+#[test]
+fn anchor_names_may_hold_any_non_blank_character_as_yaml_1_2_says() {
+    // libyaml ends an anchor's name at the first character outside `[A-Za-z0-9_-]`.
+    let (ours, theirs) = both("&a: b");
+    assert_eq!(ours.unwrap(), r#"String("b")"#);
+    assert_eq!(theirs.unwrap(), r#"Mapping {Null: String("b")}"#);
+}
+
+#[test]
+fn a_block_scalar_that_ends_the_file_without_a_line_break_has_none() {
+    for text in [
+        "|+\r ]~",
+        "|+\n ]~",
+        "|+\n ]~\n",
+        "a: |+\n  x",
+        "a: |+\n  x\n",
+        "a: >+\n  x",
+        "|\n x",
+        "|-\n x",
+        "a: |\n  x",
+        "a: |\n  x  ",
+        "- |\n  x\n- y",
+        "- >\n  x\n  y",
+        "a: |\n  x\r\n",
+        "a: |\n  x\n\n\n",
+    ] {
+        match both(text) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "reading {text:?}"),
+            (Err(_), Err(_)) => {}
+            (ours, theirs) => panic!("reading {text:?}: ours {ours:?}, serde_yaml {theirs:?}"),
+        }
     }
 }
