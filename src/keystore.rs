@@ -24,10 +24,16 @@ pub struct KeyEntry {
     /// Index into `State::consumers`.
     pub consumer: u32,
     id_off: u32,
+    /// 32 bits of the id's hash, for finding repeated ids while the index is built (it
+    /// fills what would be padding).
+    id_fp: u32,
     id_len: u16,
     /// This key is disabled.
     pub disabled: bool,
 }
+
+// The fingerprint lives in the padding: an entry stays 56 bytes.
+const _: () = assert!(std::mem::size_of::<KeyEntry>() == 56);
 
 /// A hasher for digest prefixes: SHA-256 output is already uniform, so use it as is.
 #[derive(Default)]

@@ -4,6 +4,7 @@
 # per key (RSS with N keys minus RSS with 0 keys, divided by N).
 #
 #   benches/load/keystore.sh [N]      (default N=1000000; loopback only, stops by itself)
+#   FORMATS=json benches/load/keystore.sh   (only the JSON keys file; default "json yaml")
 #
 # The peak of each reload is measured on its own: before each SIGHUP the script resets
 # the kernel's high-water mark (`echo 5 > /proc/PID/clear_refs`, Linux 4.0+), so VmHWM
@@ -55,7 +56,7 @@ sleep 0.2
 read -r pid0 start0 < <(start empty.json)
 sleep 0.5; rss0=$(status_kb "$pid0" VmRSS); kill "$pid0"
 
-for fmt in json yaml; do
+for fmt in ${FORMATS:-json yaml}; do
   read -r pid startms < <(start "keys.$fmt")
   sleep 0.5
   rss=$(status_kb "$pid" VmRSS); peak=$(status_kb "$pid" VmHWM)

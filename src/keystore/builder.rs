@@ -7,7 +7,7 @@ use std::hash::Hasher;
 
 use bytes::Bytes;
 
-use super::{DigestTable, IdHasher, KeyEntry, KeyIndex};
+use super::{DigestTable, IdHasher, KeyEntry, KeyIndex, EMPTY};
 use crate::apikey::Digest;
 
 fn id_hash(id: &[u8]) -> u64 {
@@ -16,23 +16,20 @@ fn id_hash(id: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The ids of the keys added so far: an open-addressing table probed by a hash of the
-/// id, each slot holding an entry index and 31 more bits of the hash, so that a probe
-/// reads the id arena only when those match. Eight bytes per slot and at most half full
-/// (16 MiB for a million keys, against 34 MiB for a set of 128-bit hashes).
+/// The ids of the keys added so far: an open-addressing table of entry indices probed
+/// by a hash of the id. Each entry keeps 32 more bits of that hash (`id_fp`), so a
+/// probe reads the id arena only when those match. Four bytes per slot and at most half
+/// full: 8 MiB for a million keys, against 34 MiB for a set of 128-bit hashes.
 #[derive(Debug, Default)]
 struct IdTable {
-    slots: Vec<u64>,
+    slots: Vec<u32>,
     len: usize,
 }
 
-/// An empty slot (no entry has index `u32::MAX` with a fingerprint of all ones: the
-/// fingerprint's top bit is always clear).
-const FREE: u64 = u64::MAX;
-
-/// The slot for entry `idx` whose id hashes to `h`.
-fn id_slot(h: u64, idx: u32) -> u64 {
-    ((h >> 33) << 32) | u64::from(idx)
+/// The fingerprint kept in an entry for an id hashing to `h` (the bits the slot
+/// position does not use).
+fn id_fp(h: u64) -> u32 {
+    (h >> 32) as u32
 }
 
 impl IdTable {
@@ -43,15 +40,13 @@ impl IdTable {
         let h = id_hash(id);
         let mask = self.slots.len() - 1;
         let mut i = h as usize & mask;
-        while let Some(&slot) = self.slots.get(i) {
-            if slot == FREE {
+        while let Some(&idx) = self.slots.get(i) {
+            if idx == EMPTY {
                 return false;
             }
-            if slot >> 32 == h >> 33
-                && entries
-                    .get(slot as u32 as usize)
-                    .and_then(|e| entry_id(ids, e))
-                    == Some(id)
+            if entries
+                .get(idx as usize)
+                .is_some_and(|e| e.id_fp == id_fp(h) && entry_id(ids, e) == Some(id))
             {
                 return true;
             }
@@ -60,32 +55,32 @@ impl IdTable {
         false
     }
 
-    /// Add entry `idx`, growing (rehashing from the arena) at half load.
-    fn insert(&mut self, entries: &[KeyEntry], ids: &[u8], idx: u32) {
+    /// Add entry `idx`, whose id hashes to `h`, growing (rehashing from the arena) at
+    /// half load.
+    fn insert(&mut self, entries: &[KeyEntry], ids: &[u8], idx: u32, h: u64) {
         if (self.len + 1) * 2 > self.slots.len() {
             let size = (self.slots.len() * 2).max(16);
-            let old = std::mem::replace(&mut self.slots, vec![FREE; size]);
-            for slot in old.into_iter().filter(|&s| s != FREE) {
-                self.place(entries, ids, slot as u32);
+            let old = std::mem::replace(&mut self.slots, vec![EMPTY; size]);
+            for i in old.into_iter().filter(|&i| i != EMPTY) {
+                let id = entries
+                    .get(i as usize)
+                    .and_then(|e| entry_id(ids, e))
+                    .unwrap_or_default();
+                self.place(i, id_hash(id));
             }
         }
-        self.place(entries, ids, idx);
+        self.place(idx, h);
         self.len += 1;
     }
 
-    fn place(&mut self, entries: &[KeyEntry], ids: &[u8], idx: u32) {
-        let id = entries
-            .get(idx as usize)
-            .and_then(|e| entry_id(ids, e))
-            .unwrap_or_default();
-        let h = id_hash(id);
+    fn place(&mut self, idx: u32, h: u64) {
         let mask = self.slots.len() - 1;
         let mut i = h as usize & mask;
-        while self.slots.get(i).is_some_and(|&s| s != FREE) {
+        while self.slots.get(i).is_some_and(|&s| s != EMPTY) {
             i = (i + 1) & mask;
         }
         if let Some(slot) = self.slots.get_mut(i) {
-            *slot = id_slot(h, idx);
+            *slot = idx;
         }
     }
 }
@@ -174,17 +169,19 @@ impl KeyIndexBuilder {
         if self.has_pending && self.pending == id {
             self.has_pending = false;
         }
+        let h = id_hash(id.as_bytes());
         self.ids.extend_from_slice(id.as_bytes());
         self.entries.push(KeyEntry {
             digest,
             expires_at,
             consumer,
             id_off,
+            id_fp: id_fp(h),
             id_len,
             disabled,
         });
         self.table.insert(&self.entries, idx);
-        self.id_table.insert(&self.entries, &self.ids, idx);
+        self.id_table.insert(&self.entries, &self.ids, idx, h);
         true
     }
 

@@ -12,6 +12,7 @@ fn digest_table_grows_and_finds_every_key() {
             expires_at: i64::MAX,
             consumer: 0,
             id_off: 0,
+            id_fp: 0,
             id_len: 0,
             disabled: false,
         });
