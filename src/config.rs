@@ -7,7 +7,9 @@
 //! names, duplicate digests, the secret being present) live in [`crate::state`],
 //! which turns a parsed file into the runtime snapshot the request path reads.
 
+mod compat;
 mod error;
+mod json;
 mod parse;
 mod secret;
 mod stream;
@@ -18,9 +20,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location, Problem};
-pub use parse::{parse_yaml, read, resolve_relative};
+pub use parse::{
+    locate_in_file, locate_in_text, parse_yaml, parse_yaml_compat, read, resolve_relative,
+};
 pub use secret::{SecretConfig, SecretSource};
-pub use stream::for_each_consumer;
+pub use stream::{for_each_consumer, stream_consumers};
 
 /// Default plain-HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -714,12 +718,39 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Config::from_yaml(&read(path)?, path)
     }
+
+    /// What can still be read from a `keygate.yaml` text that does not parse: the keys
+    /// file, and the route names when they can be read, so that the keys file is
+    /// checked all the same and its problems reported with the others.
+    pub fn salvage(text: &str) -> Option<(PathBuf, Option<Vec<String>>)> {
+        #[derive(Deserialize)]
+        struct Salvage {
+            auth: Option<SalvageAuth>,
+            routes: Option<Vec<SalvageRoute>>,
+        }
+        #[derive(Deserialize)]
+        struct SalvageAuth {
+            keys_file: Option<PathBuf>,
+        }
+        #[derive(Deserialize)]
+        struct SalvageRoute {
+            name: String,
+        }
+        let s: Salvage = crate::yaml::from_str(text).ok()?;
+        let routes = s.routes.map(|r| r.into_iter().map(|r| r.name).collect());
+        Some((s.auth?.keys_file?, routes))
+    }
 }
 
 impl KeysFile {
     /// Parse `keys.yaml` text; `file` is only used in error messages.
+    ///
+    /// # Errors
+    /// Every problem found, each with line, column and field path.
     pub fn from_yaml(text: &str, file: &Path) -> Result<KeysFile, ConfigError> {
-        parse_yaml(text, file)
+        let mut consumers = Vec::new();
+        for_each_consumer(text, file, &mut |_, c| consumers.push(c.clone()))?;
+        Ok(KeysFile { consumers })
     }
 }
 

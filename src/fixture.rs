@@ -42,7 +42,17 @@ pub fn build_with_keys(config: &str, keys: &KeysFile) -> Result<State, ConfigErr
 /// # Errors
 /// The configuration's problems, as `keygate check` reports them.
 pub fn build(config: &str, keys: &str) -> Result<State, ConfigError> {
-    build_with_keys(config, &KeysFile::from_yaml(keys, Path::new("keys.yaml"))?)
+    let built =
+        KeysFile::from_yaml(keys, Path::new("keys.yaml")).and_then(|k| build_with_keys(config, &k));
+    match built {
+        Err(ConfigError::Invalid(mut list)) => {
+            // As `state::load` does: problems found while building get their lines.
+            crate::config::locate_in_text(config, Path::new("keygate.yaml"), &mut list);
+            crate::config::locate_in_text(keys, Path::new("keys.yaml"), &mut list);
+            Err(ConfigError::Invalid(list))
+        }
+        other => other,
+    }
 }
 
 /// [`build`], for inputs known to be valid.

@@ -2,12 +2,11 @@
 //!
 //! Entries are 56 bytes (digest, expiry, consumer, id offset, flags, policy) in one vector;
 //! an open-addressing table of 4-byte slots, probed by the digest's first 8 bytes,
-//! finds them; key ids live in one shared arena. [`KeyIndexBuilder`] fills it one
-//! key at a time while a keys file streams in, and reports conflicts; [`KeyIndex`] is
-//! what the request path reads.
+//! finds them; key ids live in one shared arena. [`KeyIndexBuilder`] (`builder`) fills
+//! it one key at a time while a keys file streams in, and reports conflicts and
+//! repeated ids; [`KeyIndex`] is what the request path reads.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -34,6 +33,9 @@ pub struct KeyEntry {
 
 /// [`KeyEntry::policy`] of a key with nothing beyond its consumer's settings.
 pub const NO_POLICY: u32 = u32::MAX;
+
+// An entry stays 56 bytes (a million keys: 56 MB of entries).
+const _: () = assert!(std::mem::size_of::<KeyEntry>() == 56);
 
 /// A hasher for digest prefixes: SHA-256 output is already uniform, so use it as is.
 #[derive(Default)]
@@ -245,175 +247,9 @@ impl KeyIndex {
     }
 }
 
-/// A 128-bit hash of a key id, for duplicate detection without keeping a million strings.
-/// Two different ids colliding is a 2^-128 event; no adversary writes the keys file.
-fn id_hash(id: &[u8]) -> u128 {
-    let mut a = IdHasher(0);
-    a.write(id);
-    let mut b = IdHasher(0x9e37_79b9_7f4a_7c15);
-    b.write(id);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
-}
+mod builder;
 
-/// Builds a [`KeyIndex`] one key at a time.
-#[derive(Debug, Default)]
-pub struct KeyIndexBuilder {
-    table: DigestTable,
-    entries: Vec<KeyEntry>,
-    ids: Vec<u8>,
-    seen_ids: HashSet<u128, BuildHasherDefault<PrefixHasher>>,
-}
-
-impl KeyIndexBuilder {
-    /// Reserve room for about `n` keys.
-    pub fn with_capacity(n: usize) -> Self {
-        KeyIndexBuilder {
-            table: DigestTable::with_capacity(n),
-            entries: Vec::with_capacity(n),
-            ids: Vec::with_capacity(n * 12),
-            seen_ids: HashSet::with_capacity_and_hasher(n, Default::default()),
-        }
-    }
-
-    /// Record a key id; false when it was already used.
-    pub fn insert_id(&mut self, id: &str) -> bool {
-        self.seen_ids.insert(id_hash(id.as_bytes()))
-    }
-
-    /// The id of a key already added whose digest starts like `d`, and whether the whole
-    /// digest is the same.
-    pub fn conflict(&self, d: &Digest) -> Option<(&str, bool)> {
-        let idx = self.table.find(&self.entries, d)?;
-        let e = self.entries.get(idx as usize)?;
-        let id = self
-            .ids
-            .get(e.id_off as usize..e.id_off as usize + usize::from(e.id_len))
-            .and_then(|raw| std::str::from_utf8(raw).ok())
-            .unwrap_or("");
-        Some((id, e.digest == *d))
-    }
-
-    /// Add a key (after [`Self::conflict`] said none); false when the index is full (4 Gi).
-    /// `policy` is [`KeyEntry::policy`].
-    pub fn push(
-        &mut self,
-        digest: Digest,
-        expires_at: i64,
-        consumer: u32,
-        id: &str,
-        disabled: bool,
-        policy: u32,
-    ) -> bool {
-        let (Ok(idx), Ok(id_off), Ok(id_len)) = (
-            u32::try_from(self.entries.len()),
-            u32::try_from(self.ids.len()),
-            u16::try_from(id.len()),
-        ) else {
-            return false;
-        };
-        self.ids.extend_from_slice(id.as_bytes());
-        self.entries.push(KeyEntry {
-            digest,
-            expires_at,
-            consumer,
-            id_off,
-            id_len,
-            disabled,
-            policy,
-        });
-        self.table.insert(&self.entries, idx);
-        true
-    }
-
-    /// The finished index, trimmed to size.
-    pub fn finish(mut self) -> KeyIndex {
-        drop(self.seen_ids);
-        self.entries.shrink_to_fit();
-        // The capacity hint may have over-sized the table: rebuild it at the real size.
-        if self.table.slots.len() > (self.entries.len().max(4) * 2).next_power_of_two() {
-            let mut table = DigestTable::with_capacity(self.entries.len());
-            for idx in 0..self.entries.len() as u32 {
-                table.insert(&self.entries, idx);
-            }
-            self.table = table;
-        }
-        self.ids.shrink_to_fit();
-        KeyIndex {
-            table: self.table,
-            entries: self.entries,
-            ids: Bytes::from(self.ids),
-        }
-    }
-}
+pub use builder::KeyIndexBuilder;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_entry_stays_56_bytes() {
-        assert_eq!(std::mem::size_of::<KeyEntry>(), 56);
-    }
-
-    #[test]
-    fn digest_table_grows_and_finds_every_key() {
-        let mut entries = Vec::new();
-        let mut table = DigestTable::default();
-        for i in 0..10_000u32 {
-            entries.push(KeyEntry {
-                digest: crate::apikey::digest(&i.to_le_bytes()),
-                expires_at: i64::MAX,
-                consumer: 0,
-                id_off: 0,
-                id_len: 0,
-                disabled: false,
-                policy: NO_POLICY,
-            });
-            table.insert(&entries, i);
-        }
-        assert!(table.slots.len() >= 2 * entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            assert_eq!(table.find(&entries, &e.digest), Some(i as u32));
-        }
-        for i in 10_000u32..20_000 {
-            assert_eq!(
-                table.find(&entries, &crate::apikey::digest(&i.to_le_bytes())),
-                None
-            );
-        }
-        assert_eq!(
-            DigestTable::default().find(&entries, &entries[0].digest),
-            None
-        );
-    }
-
-    #[test]
-    fn digests_decode_in_either_case_and_reject_junk() {
-        let d = crate::apikey::digest(b"x");
-        let mut out = [0u8; 32];
-        assert!(decode_digest(hex::encode(d).as_bytes(), &mut out));
-        assert_eq!(out, d);
-        assert!(decode_digest(hex::encode_upper(d).as_bytes(), &mut out));
-        assert_eq!(out, d);
-        assert!(!decode_digest(b"zz", &mut out));
-        let mut bad = hex::encode(d).into_bytes();
-        bad[63] = b'g';
-        assert!(!decode_digest(&bad, &mut out));
-    }
-
-    #[test]
-    fn builder_reports_conflicts_and_duplicate_ids() {
-        let mut b = KeyIndexBuilder::with_capacity(2);
-        let d = crate::apikey::digest(b"k");
-        assert!(b.insert_id("a"));
-        assert!(!b.insert_id("a"));
-        assert_eq!(b.conflict(&d), None);
-        assert!(b.push(d, i64::MAX, 0, "a", false, NO_POLICY));
-        assert_eq!(b.conflict(&d), Some(("a", true)));
-        let index = b.finish();
-        let (idx, e) = index.lookup(&d).unwrap();
-        assert_eq!(index.id(idx), "a");
-        assert_eq!(e.consumer, 0);
-        assert!(index.lookup(&crate::apikey::digest(b"other")).is_none());
-    }
-}
+mod tests;

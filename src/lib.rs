@@ -10,7 +10,8 @@
 //!
 //! ```text
 //! leaves      apikey access cors timestamp balance → limits headers host path limiter
-//!             problem request_id config metrics logging tls forwarded
+//!             problem request_id yaml metrics tls
+//! files       config logging forwarded
 //! keys        keystore
 //! state       state                   (validated, prepared, immutable snapshot)
 //! decisions   auth → admission        (pure: request head + state → outcome)
@@ -33,6 +34,7 @@
 //! - [`limiter`]: brute-force resistance per client address;
 //! - [`problem`]: the problem documents keygate answers with;
 //! - [`request_id`]: request ids;
+//! - [`yaml`]: the YAML reader (positions, every error, one subtree at a time);
 //! - [`config`]: the YAML files as written (strict, located errors);
 //! - [`metrics`]: Prometheus families, label values and per-state handles;
 //! - [`logging`]: the leak-proof logger (`KEYGATE_LOG` directives, Pingora capped) and the
@@ -96,6 +98,7 @@ pub mod state;
 pub mod telemetry;
 pub mod timestamp;
 pub mod tls;
+pub mod yaml;
 
 #[cfg(test)]
 mod layering;

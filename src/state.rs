@@ -15,8 +15,10 @@
 //!   over a reload) and health checks;
 //! - `routes`: routes, their canonical hosts and prefixes;
 //! - `keys`: consumers and the key index, one consumer at a time;
-//! - `load`: reading the files and secrets.
+//! - `address`: addresses are `host:port`, never URLs;
+//! - `load`: reading the files and secrets, and locating every problem found.
 
+mod address;
 mod build;
 mod keys;
 mod load;

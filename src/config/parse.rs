@@ -1,27 +1,56 @@
-//! Parsing configuration text: YAML (with a JSON fast path), located errors, file reading.
+//! Parsing configuration text: YAML read with positions, located errors, file reading.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::compat;
 use super::error::{ConfigError, Location, Problem};
+use crate::yaml;
 
-/// Parse YAML text into `T`, reporting the file, line, column and field path on error.
+/// Parse YAML text (or JSON, which is YAML) into `T`, reporting *every* problem with
+/// the file, line, column and field path.
 ///
-/// A document that is JSON (YAML 1.2 is a superset of JSON) takes a fast path
-/// through `serde_json`: the same data and the same strictness, many times
-/// faster, which matters for keys files with a million entries. Flow-style YAML
-/// that merely starts with `{` but is not JSON falls back to the YAML parser.
+/// Scalars are read as `serde_yaml` 0.9 read them (YAML 1.2 core schema), unknown
+/// fields are errors wherever the type says so, and a problem in one field does not
+/// hide the problems in the others. A text that is not valid YAML 1.2 but that
+/// earlier keygate versions accepted is read as they read it (see `compat`).
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     text: &str,
     file: &Path,
 ) -> Result<T, ConfigError> {
-    if text.trim_start().starts_with('{') {
-        match serde_json::from_str(text) {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_data() => return Err(json_error(&e, file)),
-            Err(_) => {}
-        }
+    parse_yaml_compat(text, file).map(|(v, _)| v)
+}
+
+/// [`parse_yaml`], with the warning to give when the text had to be read the way
+/// earlier keygate versions read it (it is not valid YAML 1.2).
+pub fn parse_yaml_compat<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<(T, Option<String>), ConfigError> {
+    let invalid = |errors: Vec<yaml::Error>| {
+        ConfigError::Invalid(errors.into_iter().map(|e| problem(e, file)).collect())
+    };
+    match yaml::parse(text) {
+        Ok(root) => yaml::from_node(&root, &yaml::Path::Root)
+            .map(|v| (v, None))
+            .map_err(invalid),
+        Err(syntax) => match compat::parse(text) {
+            Some(v) => Ok((v, Some(compat::warning(file, &syntax)))),
+            None => Err(invalid(vec![syntax])),
+        },
     }
-    serde_yaml::from_str(text).map_err(|e| yaml_error(e, file))
+}
+
+/// A problem the YAML reader found, in `file`.
+pub(super) fn problem(e: yaml::Error, file: &Path) -> Problem {
+    Problem {
+        at: Location {
+            file: file.to_path_buf(),
+            line_col: e.mark.map(|m| (m.line, m.col)),
+            field: e.path,
+        },
+        message: e.message,
+    }
 }
 
 /// A serde_json error as a located problem: file, line/column, message.
@@ -36,39 +65,12 @@ pub(super) fn json_error(e: &serde_json::Error, file: &Path) -> ConfigError {
     }])
 }
 
-/// A serde_yaml error as a located problem: file, line/column, field path, message.
-pub(super) fn yaml_error(e: serde_yaml::Error, file: &Path) -> ConfigError {
-    {
-        let line_col = e.location().map(|l| (l.line(), l.column()));
-        // serde_yaml prefixes the message with the field path ("routes[0]: ...") and
-        // suffixes the position; split those out so the location is uniform.
-        let msg = strip_position(e.to_string());
-        let (field, message) = match msg.split_once(": ") {
-            Some((path, rest)) if looks_like_path(path) => (path.to_string(), rest.to_string()),
-            _ => (String::new(), msg),
-        };
-        ConfigError::Invalid(vec![Problem {
-            at: Location {
-                file: file.to_path_buf(),
-                line_col,
-                field,
-            },
-            message,
-        }])
-    }
-}
-
-fn strip_position(mut msg: String) -> String {
+/// A serde_json message without its " at line L column C" suffix.
+pub(super) fn strip_position(mut msg: String) -> String {
     if let Some(pos) = msg.rfind(" at line ") {
         msg.truncate(pos);
     }
     msg
-}
-
-fn looks_like_path(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.[]-".contains(&b))
 }
 
 /// Read a whole file as UTF-8, with the path in the error.
@@ -88,5 +90,52 @@ pub fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
             .parent()
             .unwrap_or_else(|| Path::new("."))
             .join(p)
+    }
+}
+
+/// Fill in the line and column of each problem in `file` that names a field but has
+/// no position yet (problems found while building the state), reading `text`.
+pub fn locate_in_text(text: &str, file: &Path, problems: &mut [Problem]) {
+    let paths = unlocated(problems, file);
+    if !paths.is_empty() {
+        let found = yaml::locate(&mut yaml::Reader::from_str(text), &paths);
+        fill(&found, file, problems);
+    }
+}
+
+/// [`locate_in_text`], reading the file at `file` as a stream (a keys file may be
+/// large); a file that cannot be read leaves the problems as they are.
+pub fn locate_in_file(file: &Path, problems: &mut [Problem]) {
+    let paths = unlocated(problems, file);
+    if paths.is_empty() {
+        return;
+    }
+    if let Ok(f) = std::fs::File::open(file) {
+        let found = yaml::locate(
+            &mut yaml::Reader::from_read(std::io::BufReader::new(f)),
+            &paths,
+        );
+        fill(&found, file, problems);
+    }
+}
+
+fn needs_position(p: &Problem, file: &Path) -> bool {
+    p.at.file == file && p.at.line_col.is_none() && !p.at.field.is_empty()
+}
+
+/// The field paths of the problems in `file` that have no position.
+fn unlocated(problems: &[Problem], file: &Path) -> Vec<String> {
+    problems
+        .iter()
+        .filter(|p| needs_position(p, file))
+        .map(|p| p.at.field.clone())
+        .collect()
+}
+
+fn fill(found: &HashMap<String, yaml::Mark>, file: &Path, problems: &mut [Problem]) {
+    for p in problems.iter_mut().filter(|p| needs_position(p, file)) {
+        if let Some(m) = found.get(&p.at.field) {
+            p.at.line_col = Some((m.line, m.col));
+        }
     }
 }

@@ -1,123 +1,115 @@
 //! Streaming the keys file: one consumer at a time, never the whole parsed file.
+//!
+//! A keys file is read in chunks, JSON through the fast path (`json`), YAML
+//! through the event reader ([`crate::yaml`]), and each consumer is handed to the
+//! state builder as soon as it is read, then dropped: loading a million keys takes
+//! the memory of the key index, not of the file. A consumer with schema problems
+//! is reported (every problem of it, with line and column) and the next one is
+//! read, so one pass finds every problem of the file.
 
+use std::io::{self, Read};
 use std::path::Path;
 
-use super::error::ConfigError;
-use super::parse::{json_error, yaml_error};
+use super::compat;
+use super::error::{ConfigError, Problem};
+use super::json::{self, Json};
+use super::parse::problem;
 use super::ConsumerConfig;
+use crate::yaml::{self, Reader};
 
-/// Hand each consumer of a keys file to `f` as soon as it is parsed, so a file with a
-/// million keys is never held in memory as a million parsed entries.
+/// What the keys file must be, for the message when it is something else.
+const EXPECTING: &str = "a keys file with a `consumers` list";
+
+/// Hand each consumer of the keys file text `text` to `f` as soon as it is parsed,
+/// with its index in the file. `file` names the file in errors.
 ///
-/// Accepts exactly what [`super::KeysFile::from_yaml`] accepts (JSON fast path included),
-/// with the same located errors.
+/// A text that is only whitespace has no consumers. Accepts what
+/// [`super::KeysFile::from_yaml`] accepts, with the same located errors.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] with every problem found: consumers that had problems are
+/// not handed to `f`, the others are.
 pub fn for_each_consumer(
     text: &str,
     file: &Path,
     f: &mut dyn FnMut(usize, &ConsumerConfig),
 ) -> Result<(), ConfigError> {
-    let mut delivered = 0usize;
-    if text.trim_start().starts_with('{') {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let result = serde::de::DeserializeSeed::deserialize(
-            seed::KeysSeed {
-                f: &mut *f,
-                delivered: &mut delivered,
-            },
-            &mut de,
-        )
-        .and_then(|()| de.end());
-        match result {
-            Ok(()) => return Ok(()),
-            // Not JSON after all (flow-style YAML): parse it as YAML from the start.
-            Err(e) if e.is_syntax() && delivered == 0 => {}
-            Err(e) => return Err(json_error(&e, file)),
-        }
-    }
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde::de::DeserializeSeed::deserialize(
-        seed::KeysSeed {
-            f,
-            delivered: &mut delivered,
-        },
-        de,
-    )
-    .map_err(|e| yaml_error(e, file))
+    consumers(&|| Ok(text.as_bytes()), file, f).map(|_| ())
 }
 
-/// Streaming deserialization of the keys file: `{consumers: [ConsumerConfig, ...]}`.
-mod seed {
-    use std::fmt;
-
-    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-
-    use crate::config::ConsumerConfig;
-
-    pub(super) struct KeysSeed<'f> {
-        pub(super) f: &'f mut dyn FnMut(usize, &ConsumerConfig),
-        pub(super) delivered: &'f mut usize,
+/// Read the keys file at `path` a chunk at a time and hand each consumer to `f` as
+/// soon as it is parsed, with its index in the file. Memory stays flat whatever the
+/// file's size. Returns a warning when the file had to be read the way earlier
+/// keygate versions read it (it is not valid YAML 1.2; see `compat`).
+///
+/// # Errors
+/// [`ConfigError::Read`] when the file cannot be read or is not UTF-8;
+/// [`ConfigError::Invalid`] with every problem found, including a file that is empty
+/// or only whitespace (most likely caught mid-write: it is never read as "no keys").
+pub fn stream_consumers(
+    path: &Path,
+    f: &mut dyn FnMut(usize, &ConsumerConfig),
+) -> Result<Option<String>, ConfigError> {
+    let open = || std::fs::File::open(path);
+    match consumers(&open, path, f)? {
+        (Json::Blank, _) => Err(ConfigError::one(
+            path,
+            "",
+            "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
+        )),
+        (_, warning) => Ok(warning),
     }
+}
 
-    impl<'de> DeserializeSeed<'de> for KeysSeed<'_> {
-        type Value = ();
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_struct("KeysFile", &["consumers"], self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for KeysSeed<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a keys file with a `consumers` list")
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen = false;
-            while let Some(key) = map.next_key::<String>()? {
-                if key != "consumers" {
-                    return Err(de::Error::unknown_field(&key, &["consumers"]));
-                }
-                if seen {
-                    return Err(de::Error::duplicate_field("consumers"));
-                }
-                seen = true;
-                map.next_value_seed(ConsumersSeed {
-                    f: &mut *self.f,
-                    delivered: &mut *self.delivered,
-                })?;
+/// Read the consumers of the text `open` gives (JSON fast path, else YAML); with the
+/// warning when it was read the old way.
+fn consumers<R: Read>(
+    open: &dyn Fn() -> io::Result<R>,
+    file: &Path,
+    f: &mut dyn FnMut(usize, &ConsumerConfig),
+) -> Result<(Json, Option<String>), ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: file.to_path_buf(),
+        source,
+    };
+    let mut problems = Vec::new();
+    let outcome = json::consumers(open, file, f, &mut problems)?;
+    let mut warning = None;
+    if let Json::Yaml = outcome {
+        let mut reader = Reader::from_read(open().map_err(read_error)?);
+        let mut add = |index: usize, node: &yaml::Node, path: &yaml::Path<'_>| match yaml::from_node::<
+            ConsumerConfig,
+        >(
+            node, path
+        ) {
+            Ok(c) => f(index, &c),
+            Err(errors) => problems.extend(errors.into_iter().map(|e| problem(e, file))),
+        };
+        let walk = yaml::for_each_element(&mut reader, "consumers", EXPECTING, &mut add)
+            .map_err(read_error)?;
+        problems.extend(walk.problems.into_iter().map(|e| problem(e, file)));
+        if let Some(syntax) = walk.syntax {
+            // Perhaps only the earlier reader accepts it: read it that way, from the
+            // consumer where the walk stopped (the ones before are the same for both).
+            let mut text = String::new();
+            let lenient = problems.is_empty()
+                && open().and_then(|mut r| r.read_to_string(&mut text)).is_ok()
+                && compat::consumers(&text, walk.elements, f);
+            if lenient {
+                warning = Some(compat::warning(file, &syntax));
+            } else {
+                problems.push(problem(syntax, file));
             }
-            Ok(())
         }
     }
+    if problems.is_empty() {
+        return Ok((outcome, warning));
+    }
+    sort(&mut problems);
+    Err(ConfigError::Invalid(problems))
+}
 
-    struct ConsumersSeed<'f> {
-        f: &'f mut dyn FnMut(usize, &ConsumerConfig),
-        delivered: &'f mut usize,
-    }
-
-    impl<'de> DeserializeSeed<'de> for ConsumersSeed<'_> {
-        type Value = ();
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for ConsumersSeed<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of consumers")
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(c) = seq.next_element::<ConsumerConfig>()? {
-                (self.f)(*self.delivered, &c);
-                *self.delivered += 1;
-            }
-            Ok(())
-        }
-    }
+/// Sort problems by position (those without one last, in their order).
+pub(super) fn sort(problems: &mut [Problem]) {
+    problems.sort_by_key(|p| (p.at.line_col.is_none(), p.at.line_col));
 }

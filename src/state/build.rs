@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
+use super::address::{scheme_problem, Setting};
 use super::keys::{Built, Context, KeysBuilder};
 use super::problems::Problems;
 use super::routes::routes;
@@ -205,7 +206,9 @@ fn admin(
 ) -> Option<AdminToken> {
     let s = &config.server;
     if !s.admin_listen.is_empty() {
-        if s.admin_listen.parse::<SocketAddr>().is_err() {
+        if let Some(message) = scheme_problem(&s.admin_listen, Setting::Admin) {
+            p.add(cfg, "server.admin_listen", message);
+        } else if s.admin_listen.parse::<SocketAddr>().is_err() {
             p.add(
                 cfg,
                 "server.admin_listen",
@@ -247,23 +250,17 @@ fn check_listeners(config: &Config, cfg: &Path, p: &mut Problems) {
         );
     }
     for (i, a) in s.listen.iter().enumerate() {
-        if a.parse::<SocketAddr>().is_err() {
-            p.add(
-                cfg,
-                format!("server.listen[{i}]"),
-                format!("`{a}` is not an ip:port address"),
-            );
-        }
+        check_listen(a, Setting::Listen, cfg, format!("server.listen[{i}]"), p);
     }
     for (i, t) in s.tls_listen.iter().enumerate() {
         let f = format!("server.tls_listen[{i}]");
-        if t.address.parse::<SocketAddr>().is_err() {
-            p.add(
-                cfg,
-                format!("{f}.address"),
-                format!("`{}` is not an ip:port address", t.address),
-            );
-        }
+        check_listen(
+            &t.address,
+            Setting::TlsListen,
+            cfg,
+            format!("{f}.address"),
+            p,
+        );
         let cert = resolve_relative(cfg, &t.cert);
         let key = resolve_relative(cfg, &t.key);
         if cert.to_str().is_none() || key.to_str().is_none() {
@@ -294,7 +291,9 @@ fn check_listeners(config: &Config, cfg: &Path, p: &mut Problems) {
         );
     }
     let ml = &s.metrics_listen;
-    if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
+    if let Some(message) = scheme_problem(ml, Setting::Metrics) {
+        p.add(cfg, "server.metrics_listen", message);
+    } else if !ml.is_empty() && ml.parse::<SocketAddr>().is_err() {
         p.add(
             cfg,
             "server.metrics_listen",
@@ -337,6 +336,15 @@ fn check_listeners(config: &Config, cfg: &Path, p: &mut Problems) {
             );
         }
         all.push((field, addr));
+    }
+}
+
+/// A listen address must be `ip:port`, without a scheme.
+fn check_listen(addr: &str, setting: Setting, cfg: &Path, field: String, p: &mut Problems) {
+    if let Some(message) = scheme_problem(addr, setting) {
+        p.add(cfg, field, message);
+    } else if addr.parse::<SocketAddr>().is_err() {
+        p.add(cfg, field, format!("`{addr}` is not an ip:port address"));
     }
 }
 

@@ -15,7 +15,7 @@ use super::problems::Problems;
 use super::routes::Routes;
 use super::{policy, valid_id, Consumer, KeyPolicy, Limit, RouteCounters, State};
 use crate::access::{Methods, Scopes};
-use crate::config::{ConsumerConfig, KeyConfig};
+use crate::config::{ConfigError, ConsumerConfig, KeyConfig, Location, Problem};
 use crate::keystore::{decode_digest, KeyIndex, KeyIndexBuilder, NO_POLICY};
 use crate::limits::{Counter, Spec};
 use crate::timestamp;
@@ -52,6 +52,8 @@ pub(super) struct KeysBuilder<'a> {
     previous_consumers: HashMap<&'a str, &'a Consumer>,
     /// For each route slot, the previous state's slot of the same route.
     previous_slots: Vec<Option<usize>>,
+    /// Report allow-list names that are not routes (false when the routes are unknown).
+    check_routes: bool,
 }
 
 /// A counter carried over, or a fresh one.
@@ -121,6 +123,7 @@ impl<'a> KeysBuilder<'a> {
             problems: Problems { list: Vec::new() },
             previous_consumers,
             previous_slots,
+            check_routes: true,
         }
     }
 
@@ -132,10 +135,17 @@ impl<'a> KeysBuilder<'a> {
     ) -> Option<Box<[bool]>> {
         let names = names.as_ref()?;
         let routes = self.cx.routes;
+        let check = self.check_routes;
         let mut allowed = vec![false; routes.routes.len()].into_boxed_slice();
         for (ri, n) in names.iter().enumerate() {
             match routes.index.get(n.as_str()) {
-                Some(&idx) => allowed[idx] = true,
+                // (A route known by name only, when `keygate.yaml` did not parse, has no slot.)
+                Some(&idx) => {
+                    if let Some(slot) = allowed.get_mut(idx) {
+                        *slot = true;
+                    }
+                }
+                None if !check => {}
                 None => self.problems.add(
                     self.cx.file,
                     format!("{}[{ri}]", field()),
@@ -439,4 +449,42 @@ impl<'a> KeysBuilder<'a> {
             problems: self.problems,
         }
     }
+}
+
+/// Check the keys file at `path` on its own, for a `keygate.yaml` that does not parse:
+/// every problem of the file, allow-lists checked against the route names `routes` when
+/// they could be read (scopes and limits are checked for their own form only).
+pub(super) fn check_keys_file(path: &Path, routes: Option<&[String]>) -> Vec<Problem> {
+    let known = Routes {
+        routes: Vec::new(),
+        index: routes
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect(),
+        scope_names: Vec::new(),
+        scope_bits: HashMap::new(),
+    };
+    let cx = Context {
+        file: path,
+        routes: &known,
+        previous: None,
+    };
+    let mut keys = KeysBuilder::new(cx, 0);
+    keys.check_routes = routes.is_some();
+    let mut problems = match crate::config::stream_consumers(path, &mut |ci, c| keys.add(ci, c)) {
+        Ok(_) => Vec::new(),
+        Err(ConfigError::Invalid(list)) => list,
+        Err(e) => vec![Problem {
+            at: Location {
+                file: path.to_path_buf(),
+                line_col: None,
+                field: String::new(),
+            },
+            message: e.to_string(),
+        }],
+    };
+    problems.extend(keys.finish().problems.list);
+    problems
 }

@@ -3,8 +3,12 @@
 use std::path::Path;
 
 use super::build::{build_streaming, Inputs};
+use super::keys::check_keys_file;
 use super::State;
-use crate::config::{resolve_relative, Config, ConfigError, SecretSource};
+use crate::config::{
+    locate_in_file, locate_in_text, parse_yaml_compat, resolve_relative, Config, ConfigError,
+    Location, Problem, SecretSource,
+};
 use crate::metrics::Metrics;
 
 /// Secrets shorter than this get a warning at every load.
@@ -86,17 +90,23 @@ fn load_inner(
     secrets: Secrets<'_>,
     previous: Option<&State>,
 ) -> Result<Loaded, ConfigError> {
-    let config = Config::load(config_path)?;
+    let text = crate::config::read(config_path)?;
+    let (config, lenient) = match parse_yaml_compat::<Config>(&text, config_path) {
+        Ok(parsed) => parsed,
+        Err(ConfigError::Invalid(mut list)) => {
+            // The keys file is checked all the same, so that every problem is reported
+            // at once, as long as `keygate.yaml` still says where it is.
+            if let Some((keys_file, routes)) = Config::salvage(&text) {
+                let keys_path = resolve_relative(config_path, &keys_file);
+                list.extend(check_keys_file(&keys_path, routes.as_deref()));
+                list = cap(list);
+                locate_in_file(&keys_path, &mut list);
+            }
+            return Err(ConfigError::Invalid(finish(cap(list), config_path)));
+        }
+        Err(e) => return Err(e),
+    };
     let keys_path = resolve_relative(config_path, &config.auth.keys_file);
-    let keys_text = crate::config::read(&keys_path)?;
-    if keys_text.trim().is_empty() {
-        // Most likely caught between truncation and write: never read it as "no keys".
-        return Err(ConfigError::one(
-            &keys_path,
-            "",
-            "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
-        ));
-    }
     let (secret, admin_token) = match secrets {
         Secrets::Read(secret) => {
             let source = secret.unwrap_or(&config.secret.source);
@@ -115,7 +125,7 @@ fn load_inner(
                 .map(|_| PLACEHOLDER.to_string()),
         ),
     };
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = lenient.into_iter().collect();
     let admin = &config.server.admin_listen;
     if admin
         .parse::<std::net::SocketAddr>()
@@ -130,7 +140,7 @@ fn load_inner(
         ));
     }
     // About 90 bytes of YAML or JSON per key: reserve once instead of growing a million times.
-    let capacity = keys_text.len() / 90;
+    let capacity = std::fs::metadata(&keys_path).map_or(0, |m| m.len() as usize / 90);
     let inputs = Inputs {
         config: &config,
         config_path,
@@ -140,15 +150,64 @@ fn load_inner(
         previous,
         admin_token: admin_token.as_deref().map(str::as_bytes),
     };
+    let mut keys_lenient = None;
     let state = build_streaming(inputs, capacity, |add| {
-        crate::config::for_each_consumer(&keys_text, &keys_path, add)
-    })?;
-    warnings.extend(super::origin_overlaps(&state));
-    Ok(Loaded {
-        config,
-        state,
-        warnings,
-    })
+        keys_lenient = crate::config::stream_consumers(&keys_path, add)?;
+        Ok(())
+    });
+    warnings.extend(keys_lenient);
+    match state {
+        Ok(state) => {
+            warnings.extend(super::origin_overlaps(&state));
+            Ok(Loaded {
+                config,
+                state,
+                warnings,
+            })
+        }
+        Err(ConfigError::Invalid(list)) => {
+            let mut list = cap(list);
+            locate_in_text(&text, config_path, &mut list);
+            locate_in_file(&keys_path, &mut list);
+            Err(ConfigError::Invalid(finish(list, config_path)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The most problems listed; past it, one line counts the rest.
+const MAX_LISTED: usize = 200;
+
+/// Keep the first [`MAX_LISTED`] problems, and a line that counts the others.
+fn cap(mut list: Vec<Problem>) -> Vec<Problem> {
+    // MAX_LISTED problems and the count line are already capped.
+    if list.len() > MAX_LISTED + 1 {
+        let more = list.len() - MAX_LISTED;
+        let file = list[MAX_LISTED].at.file.clone();
+        list.truncate(MAX_LISTED);
+        list.push(Problem {
+            at: Location {
+                file,
+                line_col: None,
+                field: String::new(),
+            },
+            message: format!("and {more} more problems"),
+        });
+    }
+    list
+}
+
+/// The problems of a load, capped and in reading order: `keygate.yaml` first, then
+/// the keys file, each by line (problems without a position last, as found).
+fn finish(mut list: Vec<Problem>, config_path: &Path) -> Vec<Problem> {
+    list.sort_by_key(|p| {
+        (
+            p.at.file != config_path,
+            p.at.line_col.is_none(),
+            p.at.line_col,
+        )
+    });
+    list
 }
 
 /// Read a secret from its source. `field` names the configuration section in errors

@@ -90,13 +90,15 @@ fn every_problem_is_reported_with_file_and_field() {
         );
     let err = build_from(&config, &keys).unwrap_err();
     let s = err.to_string();
+    // Each problem found while building carries the line and column of the field it
+    // names, looked up in the file it came from.
     for want in [
-            "keygate.yaml: routes[1].upstream: unknown upstream `nowhere`",
-            "keys.yaml: consumers[2].id: consumer `acme` is defined twice",
-            "keys.yaml: consumers[2].keys[0].id: key id `acme-1` is used twice",
-            "keys.yaml: consumers[2].keys[0].sha256: must be 64 hex characters",
-            "keys.yaml: consumers[2].keys[1].sha256: the same key digest is already used by key `acme-1`",
-            "keys.yaml: consumers[2].keys[2].expires_at: `tomorrow` is not an RFC 3339",
+            "keygate.yaml:8:53: routes[1].upstream: unknown upstream `nowhere`",
+            "keys.yaml:13:9: consumers[2].id: consumer `acme` is defined twice",
+            "keys.yaml:15:15: consumers[2].keys[0].id: key id `acme-1` is used twice",
+            "keys.yaml:15:31: consumers[2].keys[0].sha256: must be 64 hex characters",
+            "keys.yaml:16:28: consumers[2].keys[1].sha256: the same key digest is already used by key `acme-1`",
+            "keys.yaml:17:109: consumers[2].keys[2].expires_at: `tomorrow` is not an RFC 3339",
         ] {
             assert!(s.contains(want), "missing {want:?} in:\n{s}");
         }
@@ -443,4 +445,83 @@ routes:
     let keys = "consumers:\n  - { id: c, routes: [reports], keys: [] }\n";
     let w = origin_overlaps(&build_from(&config, keys).unwrap());
     assert_eq!(w.len(), 2, "{w:#?}");
+}
+
+/// A folder of its own under the system's temporary folder, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kg-state-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_load_reports_both_files_in_order_and_caps_the_list() {
+    let dir = TempDir::new();
+    let secret = SecretSource::File(dir.write("secret", "a-secret-of-32-characters-000000"));
+    // keygate.yaml does not parse (two problems); its keys file is checked all the same.
+    let cfg = dir.write(
+        "keygate.yaml",
+        &CONFIG
+            .replace("auth: none }", "auth: nope }")
+            .replace("upstreams:", "upstream:"),
+    );
+    let mut keys = String::from("consumers:\n");
+    for i in 0..250 {
+        keys.push_str(&format!("  - id: \"bad id {i}\"\n"));
+    }
+    dir.write("keys.yaml", &keys);
+    let err = load_with_secret(&cfg, None, Some(&secret)).unwrap_err();
+    let ConfigError::Invalid(list) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(list.len(), 201);
+    let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+    assert!(
+        shown[0].contains("keygate.yaml:2:1: missing field `upstreams`"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].contains("keygate.yaml:4:1: unknown field `upstream`"),
+        "{}",
+        shown[1]
+    );
+    assert!(
+        shown[2].contains("keygate.yaml:8:67: routes[1].auth: unknown variant `nope`"),
+        "{}",
+        shown[2]
+    );
+    assert!(
+        shown[3].contains("keys.yaml:2:9: consumers[0].id: ids may contain only"),
+        "{}",
+        shown[3]
+    );
+    assert!(
+        shown[199].contains("keys.yaml:198:9: consumers[196].id"),
+        "{}",
+        shown[199]
+    );
+    assert!(
+        shown[200].ends_with("keys.yaml: and 53 more problems"),
+        "{}",
+        shown[200]
+    );
 }

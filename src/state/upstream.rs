@@ -12,6 +12,7 @@ use http::header::HeaderValue;
 use openssl::x509::X509;
 use pingora::upstreams::peer::HttpPeer;
 
+use super::address::{scheme_problem, split_host_port, Setting};
 use super::problems::Problems;
 use super::{valid_id, State};
 use crate::balance::{Availability, Balancer, Ejection, Policy, MAX_SERVERS, MAX_WEIGHT};
@@ -146,19 +147,6 @@ impl State {
             })
             .collect()
     }
-}
-
-/// Split `host:port` / `[v6]:port` into host and port.
-fn split_host_port(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, port.parse().ok()?))
 }
 
 /// Every upstream, and upstream names to indices. Servers that remain from
@@ -342,6 +330,10 @@ fn server(
     cfg: &Path,
     p: &mut Problems,
 ) -> Option<Server> {
+    if let Some(message) = scheme_problem(address, Setting::Upstream) {
+        p.add(cfg, field, message);
+        return None;
+    }
     let Some((host, port)) = split_host_port(address) else {
         p.add(cfg, field, format!("`{address}` is not host:port"));
         return None;

@@ -51,21 +51,93 @@ fn check_names_file_line_and_field() {
     assert!(err.contains("keygate.yaml:14:"), "{err}");
     assert!(err.contains("routes[1]: unknown field `strip`"), "{err}");
 
-    // Semantic problems in the keys file are all reported, by field.
+    // Semantic problems in the keys file are all reported, by field, with the line and
+    // column of the field.
     let cfg = dir.write("keygate.yaml", &checked_config().yaml());
     dir.write(
         "keys.yaml",
         &format!("{}  - id: acme\n    routes: [nope]\n    keys: []\n", k.yaml),
     );
+    let line = k.yaml.lines().count() + 1;
     let out = keygate_with_config(&["check"], &cfg);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("keys.yaml: consumers[3].id: consumer `acme` is defined twice"),
+        err.contains(&format!(
+            "keys.yaml:{line}:9: consumers[3].id: consumer `acme` is defined twice"
+        )),
         "{err}"
     );
     assert!(
-        err.contains("keys.yaml: consumers[3].routes[0]: unknown route `nope`"),
+        err.contains(&format!(
+            "keys.yaml:{}:14: consumers[3].routes[0]: unknown route `nope`",
+            line + 1
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_the_problems_of_both_files_at_once() {
+    let dir = TestDir::new();
+    let k = keys();
+    // Two schema problems in keygate.yaml (routes[1] on line 14, routes[2] on line 15)...
+    let mut routes = STANDARD_ROUTES;
+    routes[1] = "name: maybe, path_prefix: /maybe, upstream: origin, auth: requird";
+    routes[2] = "name: admin, path_prefix: /admin, upstream: origin, auth: required, strip: 1";
+    let cfg = dir.write("keygate.yaml", &checked_config().routes(&routes).yaml());
+    // ... and a semantic one in the keys file, checked all the same.
+    dir.write("keys.yaml", &format!("{}  - id: ops\n", k.yaml));
+    let out = keygate_with_config(&["check"], &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    let line = k.yaml.lines().count() + 1;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("3 problems in configuration")),
+        "{err}"
+    );
+    let at = |want: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("missing {want:?} in:\n{err}"))
+    };
+    let first = at("keygate.yaml:14:65: routes[1].auth: unknown variant `requird`, expected one of `required`, `optional`, `none`");
+    let second = at("keygate.yaml:15:75: routes[2]: unknown field `strip`");
+    let third = at(&format!(
+        "keys.yaml:{line}:9: consumers[3].id: consumer `ops` is defined twice"
+    ));
+    assert!(first < second && second < third, "{err}");
+}
+
+#[test]
+fn addresses_with_a_scheme_are_refused_with_the_address_to_write() {
+    let dir = TestDir::new();
+    let k = keys();
+    dir.write("keys.yaml", &k.yaml);
+    let yaml = checked_config()
+        .yaml()
+        .replace(
+            "address: \"127.0.0.1:9\"",
+            "address: \"https://127.0.0.1:9\"",
+        )
+        .replace(
+            "listen: [\"127.0.0.1:1\"]",
+            "listen: [\"http://127.0.0.1:1\"]",
+        );
+    let cfg = dir.write("keygate.yaml", &yaml);
+    let out = keygate_with_config(&["check"], &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("upstreams.origin.address: `https://127.0.0.1:9` has a scheme, but addresses take none: write `127.0.0.1:9` and `tls: true`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("server.listen[0]: `http://127.0.0.1:1` has a scheme, but addresses take none: write `127.0.0.1:1`"),
         "{err}"
     );
 }
@@ -335,4 +407,83 @@ fn keygen_appends_a_new_consumer_that_then_authenticates() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_to_string(&keys_path).unwrap(), text);
+}
+
+#[test]
+fn test_configs_read_the_same_as_with_serde_yaml() {
+    // keygate reads its files with its own YAML reader; every config the tests use
+    // means what it meant with serde_yaml, field by field.
+    let origin = "127.0.0.1:9".parse().unwrap();
+    let listen = "127.0.0.1:1".parse().unwrap();
+    let configs = [
+        GatewayConfig::new(origin),
+        GatewayConfig::new(origin)
+            .server("access_log: { flush_interval_ms: 600000 }")
+            .server("client_header_timeout_seconds: 2\ngrace_period_seconds: 1")
+            .server("trusted_proxies: [\"127.0.0.1/32\"]")
+            .auth("brute_force: { max_failures: 3, window_seconds: 3600 }")
+            .upstream("tls: true, sni: localhost, ca_file: origin-ca.pem")
+            .extra_upstream(
+                "dead",
+                "address: \"127.0.0.1:9\", case_insensitive_paths: true",
+            )
+            .metrics(listen)
+            .threads(2),
+        GatewayConfig::new(origin)
+            .secret_file("secret.txt")
+            .routes(&["name: api, host: gateway.test, upstream: origin, auth: optional"]),
+    ];
+    for config in configs {
+        let yaml = config.listen(listen).yaml();
+        let ours = keygate::config::Config::from_yaml(&yaml, std::path::Path::new("k")).unwrap();
+        let theirs: keygate::config::Config = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "{yaml}");
+    }
+    let k = keys();
+    let ours = keygate::config::KeysFile::from_yaml(&k.yaml, std::path::Path::new("k")).unwrap();
+    let theirs: keygate::config::KeysFile = serde_yaml::from_str(&k.yaml).unwrap();
+    assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
+
+    // Every later feature's fields: several servers, health checks (statuses as numbers
+    // and as quoted ranges), route methods, rewrites, timeouts, CORS, limits, scopes.
+    let full = format!(
+        "{}upstreams:\n  pool:\n    servers: [{{ address: \"127.0.0.1:9\", weight: 2 }}, {{ address: \"127.0.0.1:10\" }}]\n    balance: least_connections\n    health_check: {{ path: /healthz, interval_ms: 500, timeout_ms: 200, healthy_threshold: 1, unhealthy_threshold: 2, healthy_statuses: [204, \"200-299\"] }}\n    eject_after_connect_failures: 0\n    eject_seconds: 5\nroutes:\n  - name: v1\n    path_prefix: /v1\n    upstream: pool\n    auth: required\n    methods: [GET, POST]\n    strip_prefix: true\n    connect_timeout_ms: 100\n    read_timeout_ms: 900\n    max_request_body_bytes: 1024\n    scopes: [\"orders:read\"]\n    default_rate_limit: {{ requests: 10, window_seconds: 1 }}\n    default_quota: {{ requests: 100, period: month }}\n    cors: {{ allow_origins: [\"https://app.example.com\"], allow_methods: [GET], expose_headers: [x-total-count], max_age_seconds: 600, allow_credentials: true }}\n",
+        "secret: { env: KG_SECRET }\nauth: { keys_file: keys.yaml, key_expiry_warning_seconds: 0, deprecation_link: \"https://docs.example.com/keys\" }\nserver: { listen: [\"127.0.0.1:1\"], admin_listen: \"127.0.0.1:2\", admin_token: { env: KG_ADMIN } }\n"
+    );
+    let ours = keygate::config::Config::from_yaml(&full, std::path::Path::new("k")).unwrap();
+    let theirs: keygate::config::Config = serde_yaml::from_str(&full).unwrap();
+    assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "{full}");
+    let keys_full = "consumers:\n  - id: acme\n    custom_id: \"crm-42\"\n    groups: [gold, \"beta testers\"]\n    methods: [GET]\n    scopes: [\"orders:read\", \"orders:write\"]\n    rate_limit: { requests: 100, window_seconds: 60 }\n    quota: { requests: 100000, period: day }\n    routes: [v1]\n    keys:\n      - { id: acme-1, sha256: \"ab\", not_before: \"2026-01-01T00:00:00Z\", expires_at: \"2027-01-01T00:00:00+02:00\", scopes: [\"orders:read\"], rate_limit: { requests: 5, window_seconds: 1 }, quota: { requests: 9, period: month }, methods: [GET], routes: [v1], disabled: false }\n";
+    let ours = keygate::config::KeysFile::from_yaml(keys_full, std::path::Path::new("k")).unwrap();
+    let theirs: keygate::config::KeysFile = serde_yaml::from_str(keys_full).unwrap();
+    assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
+    // And the shipped examples.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, is_keys) in [("conf/keygate.yaml", false), ("conf/keys.yaml", true)] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let (ours, theirs) = if is_keys {
+            (
+                format!(
+                    "{:?}",
+                    keygate::config::KeysFile::from_yaml(&text, root).unwrap()
+                ),
+                format!(
+                    "{:?}",
+                    serde_yaml::from_str::<keygate::config::KeysFile>(&text).unwrap()
+                ),
+            )
+        } else {
+            (
+                format!(
+                    "{:?}",
+                    keygate::config::Config::from_yaml(&text, root).unwrap()
+                ),
+                format!(
+                    "{:?}",
+                    serde_yaml::from_str::<keygate::config::Config>(&text).unwrap()
+                ),
+            )
+        };
+        assert_eq!(ours, theirs, "{file}");
+    }
 }
