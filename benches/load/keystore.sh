@@ -16,8 +16,8 @@ N=${1:-1000000}
 BIN=${KEYGATE_BIN:-${CARGO_TARGET_DIR:-target}/release/keygate}
 [ -x "$BIN" ] || cargo build --release --quiet
 WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# start() runs in a subshell (process substitution), so the pids it starts go to a file.
+cleanup() { [ -f "$WORK/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done < "$WORK/pids"; rm -rf "$WORK"; }
 trap cleanup EXIT
 export KEYGATE_SHARED_SECRET=bench-secret-0123456789abcdef
 
@@ -42,7 +42,7 @@ start() { # $1 = keys file; prints "pid start_ms"
   local t0; t0=$(ms_now)
   "$BIN" run -c "$WORK/keygate.yaml" 2>"$WORK/log" &
   local pid=$!
-  PIDS+=("$pid")
+  echo "$pid" >> "$WORK/pids"
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.01; done
   echo "$pid $(( $(ms_now) - t0 ))"
 }
