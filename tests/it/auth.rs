@@ -2,26 +2,6 @@
 
 use crate::harness::*;
 
-fn problem(m: &Message, status: u16, code: &str) -> String {
-    assert_eq!(m.status(), status, "{}", m.text());
-    assert_eq!(
-        m.header("content-type").as_deref(),
-        Some("application/problem+json")
-    );
-    let body = m.text();
-    assert!(body.contains(&format!("\"code\":\"{code}\"")), "{body}");
-    assert!(body.contains(&format!("\"status\":{status}")), "{body}");
-    assert!(body.contains("\"type\":\"about:blank\""), "{body}");
-    let rid = m
-        .header("x-request-id")
-        .expect("x-request-id on rejections");
-    assert!(
-        body.contains(&format!("\"request_id\":\"{rid}\"")),
-        "{body}"
-    );
-    body
-}
-
 #[test]
 fn valid_key_reaches_origin_with_identity_and_without_credential() {
     let dir = TestDir::new();
@@ -99,7 +79,7 @@ fn rejections_are_problem_documents_and_never_reach_the_origin() {
     let invalid = r#"Bearer realm="keygate", error="invalid_token""#;
 
     let r = get(gw.addr, "/v1", &[]);
-    problem(&r, 401, "missing_api_key");
+    assert_problem(&r, 401, "missing_api_key");
     assert_eq!(
         r.header("www-authenticate").as_deref(),
         Some(r#"Bearer realm="keygate""#)
@@ -123,7 +103,7 @@ fn rejections_are_problem_documents_and_never_reach_the_origin() {
         (k.plain["offconsumer"].as_str(), "disabled_api_key"),
     ] {
         let r = get(gw.addr, "/v1", &[("x-api-key", key)]);
-        let body = problem(&r, 401, code);
+        let body = assert_problem(&r, 401, code);
         assert_eq!(
             r.header("www-authenticate").as_deref(),
             Some(invalid),
@@ -141,22 +121,22 @@ fn rejections_are_problem_documents_and_never_reach_the_origin() {
             ("x-api-key", &k.plain["admin"]),
         ],
     );
-    problem(&r, 401, "ambiguous_credentials");
+    assert_problem(&r, 401, "ambiguous_credentials");
     let r = get(
         gw.addr,
         "/v1",
         &[("x-api-key", good), ("x-api-key", &k.plain["admin"])],
     );
-    problem(&r, 401, "ambiguous_credentials");
+    assert_problem(&r, 401, "ambiguous_credentials");
 
     // acme may not use the admin route; ops may.
     let r = get(gw.addr, "/admin/users", &[("x-api-key", good)]);
-    let body = problem(&r, 403, "forbidden");
+    let body = assert_problem(&r, 403, "forbidden");
     assert!(!body.contains("acme"), "{body}");
     assert_eq!(r.header("www-authenticate"), None);
 
     let r = get(gw.addr, "/v1", &[("Host", "other.test")]);
-    problem(&r, 404, "route_not_found");
+    assert_problem(&r, 404, "route_not_found");
 
     assert_eq!(origin.count(), 0, "a rejected request reached the origin");
     assert_eq!(
@@ -214,7 +194,7 @@ fn optional_and_none_routes() {
     );
 
     let r = get(gw.addr, "/maybe/x", &[("x-api-key", "wrong-key")]);
-    problem(&r, 401, "invalid_api_key");
+    assert_problem(&r, 401, "invalid_api_key");
 
     let before = origin.count();
     let r = get(gw.addr, "/public/info", &[]);

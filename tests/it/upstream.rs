@@ -11,16 +11,7 @@ fn origin_down_is_502_problem() {
     let k = keys();
     let gw = Gateway::start(&dir, &config(dead), &k.yaml);
     let r = get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]);
-    assert_eq!(r.status(), 502, "{}", r.text());
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/problem+json")
-    );
-    assert!(
-        r.text().contains("\"code\":\"upstream_unavailable\""),
-        "{}",
-        r.text()
-    );
+    assert_problem(&r, 502, "upstream_unavailable");
     assert!(
         r.text().contains("\"title\":\"Bad Gateway\""),
         "{}",

@@ -286,3 +286,25 @@ impl BoundSocket {
         })
     }
 }
+
+/// Assert that `m` is keygate's problem document for `status` and `code` (RFC 9457, with
+/// the request id of its `x-request-id` header), and return its body.
+pub fn assert_problem(m: &Message, status: u16, code: &str) -> String {
+    assert_eq!(m.status(), status, "{}", m.text());
+    assert_eq!(
+        m.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let body = m.text();
+    assert!(body.contains(&format!("\"code\":\"{code}\"")), "{body}");
+    assert!(body.contains(&format!("\"status\":{status}")), "{body}");
+    assert!(body.contains("\"type\":\"about:blank\""), "{body}");
+    let rid = m
+        .header("x-request-id")
+        .expect("x-request-id on keygate's own answers");
+    assert!(
+        body.contains(&format!("\"request_id\":\"{rid}\"")),
+        "{body}"
+    );
+    body
+}
