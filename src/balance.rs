@@ -437,6 +437,13 @@ impl Balancer {
             .is_some_and(|h| h.connect_failed(self.eject, now_ms()))
     }
 
+    /// Consecutive failed connections to server `i` so far (0 after a success).
+    pub fn consecutive_failures(&self, i: usize) -> u32 {
+        self.health
+            .get(i)
+            .map_or(0, |h| h.connect_failures.load(Ordering::Relaxed))
+    }
+
     /// Record a successful connection to server `i`.
     pub fn connected(&self, i: usize) {
         if let Some(h) = self.health.get(i) {

@@ -514,6 +514,15 @@ impl Metrics {
         }
     }
 
+    /// Remove the per-server series (`keygate_upstream_selections_total`,
+    /// `keygate_upstream_ejections_total`) of a server a reload took out, so that address
+    /// churn does not grow the exposition for ever.
+    pub fn forget_server(&self, upstream: &str, address: &str) {
+        // Absent series (never created) are not an error worth reporting.
+        let _ = self.selections.remove_label_values(&[upstream, address]);
+        let _ = self.ejections.remove_label_values(&[upstream, address]);
+    }
+
     /// The client-timeout counters.
     pub fn client_timeouts(&self) -> ClientTimeouts {
         ClientTimeouts {

@@ -289,6 +289,11 @@ impl ProxyHttp for ApiKeyProxy {
                     ErrorType::InvalidCert,
                     format!("{}: {reason}", warnings::CERT_REFUSED),
                 );
+                // Logged here too: a retry on another server may well succeed, and the
+                // refusal would then go unsaid.
+                if let Some((u, server)) = ctx.upstream_server() {
+                    warnings::warn_tls(&ctx.state, u, Some(server), &e);
+                }
                 let retry = connect_failure(ctx, &e);
                 e.set_retry(retry);
                 Err(e.into_up())
@@ -456,7 +461,8 @@ impl ProxyHttp for ApiKeyProxy {
                     .handles
                     .upstream_error(r.upstream, ErrorKind::of(e.etype()));
                 if matches!(e.etype(), ErrorType::InvalidCert) {
-                    warnings::warn_tls(&ctx.state, r.upstream, e);
+                    let server = ctx.upstream_server().map(|(_, s)| s);
+                    warnings::warn_tls(&ctx.state, r.upstream, server, e);
                 }
             }
         }

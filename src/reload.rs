@@ -19,7 +19,7 @@ use pingora::services::background::BackgroundService;
 use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
 use crate::service::{self, Notifier};
-use crate::state::{self, Loaded, SharedState};
+use crate::state::{self, Loaded, SharedState, State};
 use crate::timestamp;
 
 /// Reloads the configuration on SIGHUP into the shared state.
@@ -113,6 +113,7 @@ impl Reloader {
                 let new = Arc::new(state);
                 let old = self.shared.swap(new.clone());
                 self.metrics.load_succeeded(true, timestamp::now_unix());
+                forget_removed_servers(&self.metrics, &old, &new);
                 info!(target: "keygate::reload", "configuration reloaded in {} ms: {summary}", started.elapsed().as_millis());
                 // Free the previous state off the async thread once in-flight requests let go.
                 // Last uses recorded on the old state while the new one was built carry over.
@@ -235,6 +236,20 @@ impl BackgroundService for Reloader {
                 }
                 _ = shutdown.changed() => break,
             }
+        }
+    }
+}
+
+/// Drop the metric series of servers that `old` had and `new` has not.
+fn forget_removed_servers(metrics: &Metrics, old: &State, new: &State) {
+    let keep: std::collections::HashSet<(&str, &str)> = new
+        .server_statuses(0)
+        .into_iter()
+        .map(|s| (s.upstream, s.address))
+        .collect();
+    for s in old.server_statuses(0) {
+        if !keep.contains(&(s.upstream, s.address)) {
+            metrics.forget_server(s.upstream, s.address);
         }
     }
 }

@@ -36,6 +36,51 @@ pub struct Problem {
     pub message: String,
 }
 
+/// Problems kept in full in one list; past them only counted (a file with a million
+/// broken keys must not hold a million messages: a report lists the first ones anyway).
+pub const KEPT: usize = 1000;
+
+impl Problem {
+    /// A line standing for `n` problems of `file` found but not listed (a list stays
+    /// short, and its memory flat, however broken a million-key file is).
+    pub fn more(file: &Path, n: usize) -> Problem {
+        Problem {
+            at: Location {
+                file: file.to_path_buf(),
+                line_col: None,
+                field: String::new(),
+            },
+            message: format!("and {n} more problems"),
+        }
+    }
+
+    /// Add `p` to `list`, keeping the first `KEPT` (1000) problems in full and counting the
+    /// others in one [`Problem::more`] line at the end.
+    pub fn push_capped(list: &mut Vec<Problem>, p: Problem) {
+        if list.len() < KEPT {
+            list.push(p);
+            return;
+        }
+        let n = list.last().and_then(Problem::unlisted).unwrap_or(0);
+        if n > 0 {
+            list.pop();
+        }
+        list.push(Problem::more(&p.at.file, n + 1));
+    }
+
+    /// For a [`Problem::more`] line, how many problems it stands for.
+    pub fn unlisted(&self) -> Option<usize> {
+        if !self.at.field.is_empty() || self.at.line_col.is_some() {
+            return None;
+        }
+        self.message
+            .strip_prefix("and ")?
+            .strip_suffix(" more problems")?
+            .parse()
+            .ok()
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.at, self.message)
@@ -62,7 +107,7 @@ struct ProblemList<'a>(&'a [Problem]);
 
 impl fmt::Display for ProblemList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
+        let n: usize = self.0.iter().map(|p| p.unlisted().unwrap_or(1)).sum();
         write!(
             f,
             "{n} problem{} in configuration",

@@ -34,6 +34,8 @@ pub(super) enum Json {
     Yaml,
     /// Nothing but whitespace.
     Blank,
+    /// `{}`: a document without the `consumers` list.
+    NoList,
 }
 
 /// The shape of a keys file, for `serde_json`'s message when the outline is wrong.
@@ -197,6 +199,49 @@ impl<R: Read> Input<R> {
     }
 }
 
+/// Where consumers `0..=last` of a JSON keys file start (line and column of their
+/// `{`), read from `reader` up to consumer `last` only; `None` when the text is not a
+/// JSON keys file (`{"consumers": [...]}`), e.g. YAML. Problems in a JSON file are
+/// located at their consumer: the YAML reader would tokenize a whole flow collection
+/// (the whole file) before its first event.
+///
+/// # Errors
+/// A read error.
+pub(super) fn consumer_starts<R: Read>(
+    reader: R,
+    last: usize,
+) -> io::Result<Option<Vec<(usize, usize)>>> {
+    let mut input = Input {
+        reader,
+        buf: Vec::with_capacity(CHUNK),
+        pos: 0,
+        base: 0,
+        line: 1,
+        line_start: 0,
+        keep: None,
+    };
+    if !input.expect(b'{')? || input.skip_ws()? != Some(b'"') {
+        return Ok(None);
+    }
+    let key = input
+        .value()?
+        .and_then(|k| serde_json::from_slice::<String>(k).ok());
+    if key.as_deref() != Some("consumers") || !input.expect(b':')? || !input.expect(b'[')? {
+        return Ok(None);
+    }
+    let mut starts = Vec::new();
+    while starts.len() <= last {
+        if input.skip_ws()? != Some(b'{') {
+            break;
+        }
+        starts.push(input.position());
+        if input.value()?.is_none() || !input.expect(b',')? {
+            break;
+        }
+    }
+    Ok(Some(starts))
+}
+
 /// Hand each consumer of a JSON keys file to `f`. `open` opens the text again when
 /// the outline is wrong and `serde_json` must say why.
 ///
@@ -230,6 +275,7 @@ pub(super) fn consumers<R: Read>(
     let mut processed = 0;
     match scan(&mut input, file, f, problems, &mut processed).map_err(read_error)? {
         Scan::Done => Ok(Json::Done),
+        Scan::NoList => Ok(Json::NoList),
         Scan::Yaml => Ok(Json::Yaml),
         Scan::Stop(e) => Err(e),
         Scan::Outline => {
@@ -259,6 +305,8 @@ pub(super) fn consumers<R: Read>(
 
 enum Scan {
     Done,
+    /// `{}`.
+    NoList,
     Yaml,
     /// The outline is not `{"consumers": [...]}`.
     Outline,
@@ -276,7 +324,7 @@ fn scan<R: Read>(
     input.pos += 1; // `{`
     if input.expect(b'}')? {
         return Ok(if input.skip_ws()?.is_none() {
-            Scan::Done
+            Scan::NoList
         } else {
             Scan::Outline
         });
@@ -324,7 +372,7 @@ fn scan<R: Read>(
                     if !e.is_data() {
                         return Ok(Scan::Stop(ConfigError::Invalid(vec![problem])));
                     }
-                    problems.push(problem);
+                    Problem::push_capped(problems, problem);
                 }
             }
             *processed += 1;

@@ -110,6 +110,9 @@ pub fn locate_in_file(file: &Path, problems: &mut [Problem]) {
     if paths.is_empty() {
         return;
     }
+    if locate_json_consumers(file, &paths, problems) {
+        return;
+    }
     if let Ok(f) = std::fs::File::open(file) {
         let found = yaml::locate(
             &mut yaml::Reader::from_read(std::io::BufReader::new(f)),
@@ -117,6 +120,36 @@ pub fn locate_in_file(file: &Path, problems: &mut [Problem]) {
         );
         fill(&found, file, problems);
     }
+}
+
+/// The consumer index a field path starts with (`consumers[12].keys[0].sha256` → 12).
+fn consumer_index(field: &str) -> Option<usize> {
+    field
+        .strip_prefix("consumers[")?
+        .split_once(']')?
+        .0
+        .parse()
+        .ok()
+}
+
+/// For a JSON keys file, locate each problem at the start of its consumer; false when
+/// `file` is not one (or cannot be read).
+fn locate_json_consumers(file: &Path, paths: &[String], problems: &mut [Problem]) -> bool {
+    let Some(last) = paths.iter().filter_map(|p| consumer_index(p)).max() else {
+        return false;
+    };
+    let Ok(f) = std::fs::File::open(file) else {
+        return false;
+    };
+    let Ok(Some(starts)) = super::json::consumer_starts(std::io::BufReader::new(f), last) else {
+        return false;
+    };
+    for p in problems.iter_mut().filter(|p| needs_position(p, file)) {
+        if let Some(&at) = consumer_index(&p.at.field).and_then(|i| starts.get(i)) {
+            p.at.line_col = Some(at);
+        }
+    }
+    true
 }
 
 fn needs_position(p: &Problem, file: &Path) -> bool {

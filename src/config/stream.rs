@@ -11,7 +11,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::compat;
-use super::error::{ConfigError, Problem};
+use super::error::{ConfigError, Location, Problem};
 use super::json::{self, Json};
 use super::parse::problem;
 use super::ConsumerConfig;
@@ -37,6 +37,9 @@ pub fn for_each_consumer(
     consumers(&|| Ok(text.as_bytes()), file, f).map(|_| ())
 }
 
+/// Why a keys file without its `consumers` list is refused.
+const NO_LIST: &str = "the keys file has no `consumers` list (caught mid-write?); write `consumers: []` to run with no keys";
+
 /// Read the keys file at `path` a chunk at a time and hand each consumer to `f` as
 /// soon as it is parsed, with its index in the file. Memory stays flat whatever the
 /// file's size. Returns a warning when the file had to be read the way earlier
@@ -57,6 +60,7 @@ pub fn stream_consumers(
             "",
             "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
         )),
+        (Json::NoList, _) => Err(ConfigError::one(path, "consumers", NO_LIST)),
         (_, warning) => Ok(warning),
     }
 }
@@ -83,11 +87,27 @@ fn consumers<R: Read>(
             node, path
         ) {
             Ok(c) => f(index, &c),
-            Err(errors) => problems.extend(errors.into_iter().map(|e| problem(e, file))),
+            Err(errors) => {
+                for e in errors {
+                    Problem::push_capped(&mut problems, problem(e, file));
+                }
+            }
         };
         let walk = yaml::for_each_element(&mut reader, "consumers", EXPECTING, &mut add)
             .map_err(read_error)?;
         problems.extend(walk.problems.into_iter().map(|e| problem(e, file)));
+        if !walk.list_seen && walk.syntax.is_none() && problems.is_empty() {
+            // Comments only, `---`, or `consumers:` without a value: most likely a file
+            // caught mid-write, never read as "no keys" (a reload would drop every key).
+            problems.push(Problem {
+                at: Location {
+                    file: file.to_path_buf(),
+                    line_col: None,
+                    field: "consumers".to_string(),
+                },
+                message: NO_LIST.to_string(),
+            });
+        }
         if let Some(syntax) = walk.syntax {
             // Perhaps only the earlier reader accepts it: read it that way, from the
             // consumer where the walk stopped (the ones before are the same for both).

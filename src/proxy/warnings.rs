@@ -20,16 +20,8 @@ pub const REJECTION_WARNING_PERIOD: Duration = Duration::from_secs(60);
 /// Upstream TLS failures logged per second at most (each is also in the access log).
 static LAST_TLS_WARNING: AtomicU64 = AtomicU64::new(0);
 
-/// The upstream's configured name.
-fn name(state: &State, upstream: usize) -> &str {
-    state
-        .upstreams
-        .get(upstream)
-        .map_or("-", |u| u.name.as_str())
-}
-
 /// Log why an origin's certificate was refused, at most once a second.
-pub(super) fn warn_tls(state: &State, upstream: usize, e: &Error) {
+pub(super) fn warn_tls(state: &State, upstream: usize, server: Option<usize>, e: &Error) {
     let now = u64::try_from(timestamp::now_unix()).unwrap_or(0);
     let last = LAST_TLS_WARNING.load(Ordering::Relaxed);
     if now > last
@@ -37,7 +29,8 @@ pub(super) fn warn_tls(state: &State, upstream: usize, e: &Error) {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
-        log::warn!(target: UPSTREAM_TARGET, "upstream `{}`: {}", name(state, upstream), tls_reason(e));
+        let (name, address) = server_names(state, Some(upstream), server);
+        log::warn!(target: UPSTREAM_TARGET, "upstream `{name}` server {address}: {}", tls_reason(e));
     }
 }
 
@@ -152,13 +145,19 @@ fn connect_reason(e: &Error) -> String {
 /// ejection, so at most once per `eject_seconds` per server).
 pub(super) fn warn_ejected(state: &State, upstream: usize, server: usize, e: &Error) {
     let (name, address) = server_names(state, Some(upstream), Some(server));
-    let (after, seconds) = state
-        .upstreams
-        .get(upstream)
-        .map_or((0, 0), |u| u.balancer.ejection_settings());
+    let (after, seconds, failures) = state.upstreams.get(upstream).map_or((0, 0, 0), |u| {
+        let (after, seconds) = u.balancer.ejection_settings();
+        (after, seconds, u.balancer.consecutive_failures(server))
+    });
+    // Past the threshold, the server was back on probation and failed once more.
+    let probation = if failures > after {
+        " (again: it failed on probation after its last ejection)"
+    } else {
+        ""
+    };
     log::warn!(
         target: UPSTREAM_TARGET,
-        "upstream `{name}` server {address} ejected for {seconds} s after {after} consecutive connect failures (last: {})",
+        "upstream `{name}` server {address} ejected for {seconds} s after {failures} consecutive connect failures{probation} (last: {})",
         connect_reason(e)
     );
 }

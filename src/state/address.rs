@@ -39,6 +39,19 @@ pub(super) fn scheme_problem(addr: &str, setting: Setting) -> Option<String> {
     let (scheme, rest) = addr.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // Credentials in a URL (`user:password@host`) are neither kept nor repeated.
+    let (authority, userinfo) = match authority.rsplit_once('@') {
+        Some((_, host)) => (host, true),
+        None => (authority, false),
+    };
+    let addr = if userinfo {
+        format!(
+            "{scheme}://…@{authority}{}",
+            if path.is_empty() { "" } else { "/…" }
+        )
+    } else {
+        addr.to_string()
+    };
     let default_port = match scheme.as_str() {
         "https" => Some(443),
         "http" => Some(80),
@@ -56,9 +69,15 @@ pub(super) fn scheme_problem(addr: &str, setting: Setting) -> Option<String> {
         }
         _ => {}
     }
+    if userinfo {
+        message.push_str("; credentials do not belong in an address");
+    }
     if !path.trim_end_matches('/').is_empty() {
-        message
-            .push_str("; an address has no path (keygate forwards the path the client asked for)");
+        message.push_str(if setting == Setting::Upstream {
+            "; an address has no path (keygate forwards the path the client asked for)"
+        } else {
+            "; an address has no path"
+        });
     }
     Some(message)
 }
@@ -81,6 +100,15 @@ mod tests {
         assert!(listen.contains("under `server.tls_listen`"), "{listen}");
         let tls = scheme_problem("https://0.0.0.0:8443", Setting::TlsListen).unwrap();
         assert!(tls.ends_with("write `0.0.0.0:8443`"), "{tls}");
+        let secret = up("http://user:hunter2@origin.internal:8000/v1");
+        assert!(
+            !secret.contains("hunter2") && !secret.contains("user"),
+            "{secret}"
+        );
+        assert!(secret.contains("write `origin.internal:8000`"), "{secret}");
+        assert!(secret.contains("credentials do not belong"), "{secret}");
+        let metrics = scheme_problem("http://0.0.0.0:9464/metrics", Setting::Metrics).unwrap();
+        assert!(!metrics.contains("forwards"), "{metrics}");
         assert_eq!(scheme_problem("127.0.0.1:8000", Setting::Upstream), None);
         assert_eq!(scheme_problem("origin.internal:80", Setting::Metrics), None);
         let admin = scheme_problem("http://127.0.0.1:9465", Setting::Admin).unwrap();

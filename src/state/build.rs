@@ -111,7 +111,13 @@ pub(super) fn build_streaming(
     if let Err(e) = feed(&mut |ci, c| keys.add(ci, c)) {
         match e {
             ConfigError::Invalid(list) => p.list.extend(list),
-            read => return Err(read),
+            // A keys file that cannot be read is one problem among the others, at the
+            // setting that names it.
+            ConfigError::Read { path, source } => p.add(
+                config_path,
+                "auth.keys_file",
+                format!("cannot read the keys file {}: {source}", path.display()),
+            ),
         }
     }
     let Built {

@@ -107,14 +107,34 @@ fn load_inner(
         Err(e) => return Err(e),
     };
     let keys_path = resolve_relative(config_path, &config.auth.keys_file);
+    // A secret that cannot be read is one problem among the others: the rest is still
+    // checked (with a placeholder that never serves), so that all are reported at once.
+    let mut secret_problems = Vec::new();
+    let mut read = |source: &SecretSource, field: &str| {
+        read_secret(source, config_path, field).unwrap_or_else(|e| {
+            match e {
+                ConfigError::Invalid(list) => secret_problems.extend(list),
+                other => secret_problems.push(Problem {
+                    at: Location {
+                        file: config_path.to_path_buf(),
+                        line_col: None,
+                        field: field.to_string(),
+                    },
+                    message: other.to_string(),
+                }),
+            }
+            PLACEHOLDER.to_string()
+        })
+    };
     let (secret, admin_token) = match secrets {
         Secrets::Read(secret) => {
             let source = secret.unwrap_or(&config.secret.source);
-            let admin = match &config.server.admin_token {
-                Some(source) => Some(read_secret(source, config_path, "server.admin_token")?),
-                None => None,
-            };
-            (read_secret(source, config_path, "secret")?, admin)
+            let admin = config
+                .server
+                .admin_token
+                .as_ref()
+                .map(|source| read(source, "server.admin_token"));
+            (read(source, "secret"), admin)
         }
         Secrets::Placeholders => (
             PLACEHOLDER.to_string(),
@@ -156,6 +176,14 @@ fn load_inner(
         Ok(())
     });
     warnings.extend(keys_lenient);
+    let state = match (state, secret_problems.is_empty()) {
+        (Ok(_), false) => Err(ConfigError::Invalid(secret_problems)),
+        (Err(ConfigError::Invalid(mut list)), false) => {
+            list.extend(secret_problems);
+            Err(ConfigError::Invalid(list))
+        }
+        (state, _) => state,
+    };
     match state {
         Ok(state) => {
             warnings.extend(super::origin_overlaps(&state));
@@ -180,19 +208,24 @@ const MAX_LISTED: usize = 200;
 
 /// Keep the first [`MAX_LISTED`] problems, and a line that counts the others.
 fn cap(mut list: Vec<Problem>) -> Vec<Problem> {
-    // MAX_LISTED problems and the count line are already capped.
-    if list.len() > MAX_LISTED + 1 {
-        let more = list.len() - MAX_LISTED;
-        let file = list[MAX_LISTED].at.file.clone();
+    // Lines that already stand for unlisted problems are merged into one.
+    let mut more = 0;
+    let mut file = None;
+    list.retain(|p| match p.unlisted() {
+        Some(n) => {
+            more += n;
+            file.get_or_insert_with(|| p.at.file.clone());
+            false
+        }
+        None => true,
+    });
+    if list.len() > MAX_LISTED {
+        more += list.len() - MAX_LISTED;
+        file = Some(list[MAX_LISTED].at.file.clone());
         list.truncate(MAX_LISTED);
-        list.push(Problem {
-            at: Location {
-                file,
-                line_col: None,
-                field: String::new(),
-            },
-            message: format!("and {more} more problems"),
-        });
+    }
+    if let (Some(file), true) = (file, more > 0) {
+        list.push(Problem::more(&file, more));
     }
     list
 }

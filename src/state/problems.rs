@@ -17,13 +17,16 @@ impl Problems {
         field: impl Into<String>,
         message: impl Into<String>,
     ) {
-        self.list.push(Problem {
-            at: Location {
-                file: file.to_path_buf(),
-                line_col: None,
-                field: field.into(),
+        Problem::push_capped(
+            &mut self.list,
+            Problem {
+                at: Location {
+                    file: file.to_path_buf(),
+                    line_col: None,
+                    field: field.into(),
+                },
+                message: message.into(),
             },
-            message: message.into(),
-        });
+        );
     }
 }

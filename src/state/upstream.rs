@@ -285,6 +285,19 @@ fn upstream(
         let Some(s) = server(u, address, field, &host_header, &mut trusts, cfg, p) else {
             continue;
         };
+        // Two spellings of one socket would split its health and let a retry go back to
+        // the server that just failed.
+        if let Some(other) = servers.iter().find(|o: &&Server| o.resolved == s.resolved) {
+            p.add(
+                cfg,
+                field,
+                format!(
+                    "`{address}` is the same server as `{}` (both {}); list each server once",
+                    other.address, s.resolved
+                ),
+            );
+            continue;
+        }
         // The same server in the previous state keeps its health (a changed weight too).
         let kept = before.and_then(|b| {
             let i = b
@@ -338,6 +351,14 @@ fn server(
         p.add(cfg, field, format!("`{address}` is not host:port"));
         return None;
     };
+    if port == 0 {
+        p.add(
+            cfg,
+            field,
+            format!("`{address}`: port 0 is not a server's port"),
+        );
+        return None;
+    }
     let Ok(Some(resolved)) = (host, port).to_socket_addrs().map(|mut a| a.next()) else {
         p.add(cfg, field, format!("cannot resolve `{host}`"));
         return None;

@@ -38,6 +38,20 @@ pub fn locate<T: Input, S: AsRef<str>>(
         .map(AsRef::as_ref)
         .filter(|p| !p.is_empty())
         .collect();
+    // For each list that wanted paths go through at the first two levels (`consumers`,
+    // `routes`), the last element they need: past it, reading on finds nothing (a
+    // million-key file with problems in its first consumers is not read to the end).
+    let mut last_needed: HashMap<&str, usize> = HashMap::new();
+    for p in &wanted {
+        if let Some((list, rest)) = p.split_once('[') {
+            if list.matches('.').count() <= 1 {
+                if let Some(i) = rest.split_once(']').and_then(|(i, _)| i.parse().ok()) {
+                    let e = last_needed.entry(list).or_insert(0);
+                    *e = (*e).max(i);
+                }
+            }
+        }
+    }
     let mut found = HashMap::new();
     let mut path = String::new();
     let mut frames: Vec<Frame> = Vec::new();
@@ -105,6 +119,12 @@ pub fn locate<T: Input, S: AsRef<str>>(
             }
             Some(Frame::Seq { len, index }) => {
                 path.truncate(*len);
+                if last_needed
+                    .get(path.as_str())
+                    .is_some_and(|&last| *index > last)
+                {
+                    break;
+                }
                 path.push_str(&format!("[{index}]"));
                 *index += 1;
                 m

@@ -12,6 +12,9 @@ use super::{Error, Failure, Mark};
 pub struct Walk {
     /// Elements handed to the callback.
     pub elements: usize,
+    /// Whether the document had the list at all (`key:` with a sequence, even `[]`): a
+    /// caller can tell "no elements" from "no list" (an empty or cut-off file).
+    pub list_seen: bool,
     /// Problems of the document's outline: another key (an unknown field), the list's
     /// key twice, a value that is not a list, a document that is not a mapping.
     pub problems: Vec<Error>,
@@ -105,6 +108,7 @@ fn walk_document<T: Input>(
                     }
                     continue;
                 }
+                walk.list_seen = true;
                 let mut index = 0;
                 loop {
                     let next = reader.event()?;

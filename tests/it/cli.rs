@@ -487,3 +487,130 @@ fn test_configs_read_the_same_as_with_serde_yaml() {
         assert_eq!(ours, theirs, "{file}");
     }
 }
+
+#[test]
+fn keys_files_without_their_consumers_list_are_refused() {
+    // A file cut after its leading comments, or before its list, must never read as "no
+    // keys" (a reload would drop every key): every form of a missing list is refused.
+    let dir = TestDir::new();
+    let cfg = dir.write("keygate.yaml", &checked_config().yaml());
+    for (text, says) in [
+        ("", "the keys file is empty"),
+        (
+            "# keys for production\n# (cut here)\n",
+            "no `consumers` list",
+        ),
+        ("---\n", "no `consumers` list"),
+        ("consumers:\n", "no `consumers` list"),
+        ("{}\n", "no `consumers` list"),
+        ("consumers: null\n", "expected a sequence"),
+    ] {
+        dir.write("keys.yaml", text);
+        let out = keygate_with_config(&["check"], &cfg);
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(1), "{text:?}: {stderr}");
+        assert!(stderr.contains(says), "{text:?}: {stderr}");
+    }
+    for text in ["consumers: []\n", "{\"consumers\": []}\n"] {
+        dir.write("keys.yaml", text);
+        let out = keygate_with_config(&["check"], &cfg);
+        assert!(out.status.success(), "{text:?}: {}", texts(&out).1);
+    }
+}
+
+#[test]
+fn unreadable_secrets_and_keys_files_are_listed_with_the_other_problems() {
+    let dir = TestDir::new();
+    let mut routes = STANDARD_ROUTES;
+    routes[1] = "name: maybe, path_prefix: /maybe, upstream: nowhere, auth: optional";
+    let yaml = checked_config()
+        .routes(&routes)
+        .yaml()
+        .replace("keys_file: keys.yaml", "keys_file: missing-keys.yaml");
+    let cfg = dir.write("keygate.yaml", &yaml);
+    // No KEYGATE_SHARED_SECRET in the environment.
+    let out = keygate()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env_remove("KEYGATE_SHARED_SECRET")
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("3 problems in configuration"), "{stderr}");
+    for want in [
+        "secret.env: environment variable KEYGATE_SHARED_SECRET is not set",
+        "auth.keys_file: cannot read the keys file",
+        "routes[1].upstream: unknown upstream `nowhere`",
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("missing {want:?} in:\n{stderr}"));
+        // Each with its line and column in keygate.yaml.
+        assert!(line.contains("keygate.yaml:"), "{line}");
+        let rest = line.split("keygate.yaml:").nth(1).unwrap();
+        assert!(
+            rest.split(':').next().unwrap().parse::<usize>().is_ok(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_keys_file_with_many_broken_consumers_lists_the_first_and_counts_all() {
+    let dir = TestDir::new();
+    let cfg = dir.write("keygate.yaml", &checked_config().yaml());
+    // 1,500 consumers whose key digest is not hex, in a one-line JSON file.
+    let consumers: Vec<String> = (0..1500)
+        .map(|i| format!("{{\"id\":\"c{i}\",\"keys\":[{{\"id\":\"k{i}\",\"sha256\":\"zz\"}}]}}"))
+        .collect();
+    let json = format!("{{\"consumers\":[{}]}}\n", consumers.join(","));
+    dir.write("keys.yaml", &json);
+    let out = keygate_with_config(&["check"], &cfg);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1500 problems in configuration"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("and 1300 more problems"), "{stderr}");
+    // A semantic problem in a JSON file is located at its consumer's `{`.
+    let col = json.find("{\"id\":\"c1\"").unwrap() + 1;
+    assert!(
+        stderr.contains(&format!(
+            "keys.yaml:1:{col}: consumers[1].keys[0].sha256: must be 64 hex characters"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn one_upstream_server_spelled_twice_or_on_port_0_is_refused() {
+    let dir = TestDir::new();
+    let k = keys();
+    dir.write("keys.yaml", &k.yaml);
+    let yaml = checked_config()
+        .servers(&[
+            ("127.0.0.1:9".parse().unwrap(), 1),
+            ("127.0.0.1:10".parse().unwrap(), 1),
+        ])
+        .yaml()
+        .replace("address: \"127.0.0.1:10\"", "address: \"localhost:9\"");
+    let cfg = dir.write("keygate.yaml", &yaml);
+    let out = keygate_with_config(&["check"], &cfg);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{yaml}\n{stderr}");
+    assert!(
+        stderr.contains("`localhost:9` is the same server as `127.0.0.1:9`"),
+        "{stderr}"
+    );
+    let yaml = checked_config()
+        .yaml()
+        .replace("127.0.0.1:9", "127.0.0.1:0");
+    let cfg = dir.write("keygate.yaml", &yaml);
+    let out = keygate_with_config(&["check"], &cfg);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("port 0 is not a server's port"), "{stderr}");
+}

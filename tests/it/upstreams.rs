@@ -289,7 +289,7 @@ fn a_reload_keeps_the_health_of_servers_that_remain_whatever_their_weight() {
     assert_eq!(sample(&text, &healthy(dead)), 0.0);
     assert_eq!(a.count_path("/v1"), 14);
 
-    // A server the reload removes disappears from the health gauge.
+    // A server the reload removes disappears from every per-server series.
     let alone = GatewayConfig::new(a.addr)
         .servers(&[(a.addr, 1)])
         .metrics(maddr)
@@ -299,7 +299,10 @@ fn a_reload_keeps_the_health_of_servers_that_remain_whatever_their_weight() {
     gw.wait_log("configuration reloaded", 2);
     let text = scrape(maddr);
     assert!(!text.contains(&healthy(dead)), "{text}");
+    assert!(!text.contains(&selections(dead)), "{text}");
+    assert!(!text.contains(&ejections(dead)), "{text}");
     assert_eq!(sample(&text, &healthy(a.addr)), 1.0);
+    assert!(sample(&text, &selections(a.addr)) >= 14.0, "{text}");
 }
 
 #[test]
