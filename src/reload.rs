@@ -305,8 +305,8 @@ impl BackgroundService for Reloader {
         // (Re)arm the watch per the configuration loaded last; a file that changed after
         // that load read it and before the watch started is reloaded too.
         let arm = |files: &mut FileWatch,
-                       due: &mut Option<tokio::time::Instant>,
-                       changed: &mut BTreeSet<String>| {
+                   due: &mut Option<tokio::time::Instant>,
+                   changed: &mut BTreeSet<String>| {
             let (targets, read_at) = self.watched();
             if files.set(targets.clone()) && read_at.is_some_and(|t| targets.changed_since(t)) {
                 changed.insert("before the watch started".to_string());

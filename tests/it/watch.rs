@@ -293,3 +293,26 @@ fn check_prints_the_digests_sha256sum_prints() {
     assert!(stdout.lines().any(|l| l == want_config), "{stdout}");
     assert!(stdout.lines().any(|l| l == want_keys), "{stdout}");
 }
+
+#[test]
+fn a_renamed_secret_file_is_watched_but_never_hashed() {
+    let dir = TestDir::new();
+    let origin = Origin::start();
+    let k = keys();
+    let config = GatewayConfig::new(origin.addr).server("watch_files: true");
+    let gw = Gateway::start_with_secret_file(&dir, &config, &k.yaml, SECRET);
+    let rotated = "rotated-shared-secret-0123456789abcdef";
+    replace_by_rename(&dir, "secret", rotated);
+    eventually("the origin receives the new secret", PICKED_UP, || {
+        get(gw.addr, "/v1", &[("x-api-key", &k.plain["good"])]);
+        match origin.last().header("x-shared-secret") {
+            Some(s) if s == rotated => Ok(()),
+            _ => Err(gw.log()),
+        }
+    });
+    gw.wait_log("watched files changed (secret), reloading configuration", 1);
+    // The logged digests are of keygate.yaml and the keys file, never of the secret.
+    let log = gw.log();
+    assert!(!log.contains(&sha256sum(&dir.path("secret"))), "{log}");
+    assert!(!log.contains(rotated), "{log}");
+}
