@@ -258,8 +258,10 @@ pub fn keys(
     })
 }
 
-/// Validate everything `run` would load and describe it in one line; with `secret_file`,
-/// read the shared secret from that file instead of the configured source.
+/// Validate everything `run` would load and describe it in one line, followed by the
+/// SHA-256 of `keygate.yaml` and of the keys file (`config_sha256=HEX  PATH`, one line
+/// each) and any warnings; with `secret_file`, read the shared secret from that file
+/// instead of the configured source.
 ///
 /// # Errors
 /// Every problem of the configuration, keys file and secret.
@@ -273,6 +275,18 @@ pub fn check(config: &Path, secret_file: Option<&Path>) -> Result<String, Config
             ", key store {} bytes ({} per key)",
             s.keys.heap_bytes(),
             s.keys.heap_bytes() / s.keys.len()
+        ));
+    }
+    if let Some(d) = &loaded.digests {
+        // The same digests `sha256sum` prints, and keygate exports once it runs
+        // (`keygate_config_info`): compare an instance with the files it should serve.
+        let keys = crate::config::resolve_relative(config, &loaded.config.auth.keys_file);
+        out.push_str(&format!(
+            "\nconfig_sha256={}  {}\nkeys_sha256={}  {}",
+            d.config_hex(),
+            config.display(),
+            d.keys_hex(),
+            keys.display()
         ));
     }
     for w in loaded.warnings {

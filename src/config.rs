@@ -24,7 +24,7 @@ pub use parse::{
     locate_in_file, locate_in_text, parse_yaml, parse_yaml_compat, read, resolve_relative,
 };
 pub use secret::{SecretConfig, SecretSource};
-pub use stream::{for_each_consumer, stream_consumers};
+pub use stream::{for_each_consumer, stream_consumers, Streamed};
 
 /// Default plain-HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -145,6 +145,10 @@ pub struct ServerConfig {
     /// Where the admin listener's bearer token comes from (`{ env | file | credential }`);
     /// required when `admin_listen` is set. Re-read on reload.
     pub admin_token: Option<SecretSource>,
+    /// Reload when `keygate.yaml`, the keys file or a secret file changes, as SIGHUP
+    /// does, by watching their folders (inotify). Default false. Applied live: a
+    /// reload that turns it on or off starts or stops the watch.
+    pub watch_files: bool,
 }
 
 /// `server.access_log:` — how access-log lines are written and where they go (all
@@ -213,6 +217,7 @@ impl Default for ServerConfig {
             max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
             admin_listen: String::new(),
             admin_token: None,
+            watch_files: false,
         }
     }
 }

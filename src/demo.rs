@@ -159,6 +159,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
             config,
             state,
             warnings: Vec::new(),
+            digests: None,
         },
         metrics,
         None,

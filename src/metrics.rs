@@ -224,6 +224,13 @@ pub struct Metrics {
     origin_auth_rejections: IntCounterVec,
     /// `keygate_config_reloads_total{result}`: reload attempts.
     reloads: IntCounterVec,
+    /// `keygate_config_watch_reloads_total{result}`: the reloads a file change started
+    /// (`server.watch_files`), also counted in `reloads`.
+    watch_reloads: IntCounterVec,
+    /// `keygate_config_info{config_sha256,keys_sha256}`: 1 for the files loaded.
+    config_info: IntGaugeVec,
+    /// The label values `config_info` exports now, so a new load can remove them.
+    config_info_current: std::sync::Mutex<Option<[String; 2]>>,
     /// `keygate_config_last_reload_successful`: 1 when the last reload worked.
     last_reload_ok: IntGauge,
     /// `keygate_config_last_reload_success_timestamp_seconds`.
@@ -355,6 +362,22 @@ impl Metrics {
             "Configuration reload attempts by result.",
             &["result"],
         )?;
+        let watch_reloads = counter_vec(
+            r,
+            "keygate_config_watch_reloads_total",
+            "Configuration reloads started by a change of the watched files, by result (also in keygate_config_reloads_total).",
+            &["result"],
+        )?;
+        let config_info = gauge(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "keygate_config_info",
+                    "SHA-256 of the configuration and keys files loaded; always 1.",
+                ),
+                &["config_sha256", "keys_sha256"],
+            )?,
+        )?;
         let last_reload_ok = gauge(
             r,
             IntGauge::new(
@@ -470,6 +493,7 @@ impl Metrics {
         // Fixed label sets are exported from the start, at zero.
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
+            watch_reloads.with_label_values(&[result]);
         }
         for result in AuthResult::ALL {
             auth.with_label_values(&[result.label()]);
@@ -486,6 +510,9 @@ impl Metrics {
             upstream_errors,
             origin_auth_rejections,
             reloads,
+            watch_reloads,
+            config_info,
+            config_info_current: std::sync::Mutex::new(None),
             last_reload_ok,
             last_reload_ts,
             keys,
@@ -545,6 +572,38 @@ impl Metrics {
     pub fn reload_failed(&self) {
         self.reloads.with_label_values(&["failure"]).inc();
         self.last_reload_ok.set(0);
+    }
+
+    /// Count a reload that a change of the watched files started (`server.watch_files`),
+    /// by whether it succeeded; [`Metrics::load_succeeded`] or [`Metrics::reload_failed`]
+    /// counts it among all reloads as well.
+    pub fn watch_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.watch_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Export `keygate_config_info{config_sha256, keys_sha256} 1` for the files just
+    /// loaded (both digests as 64 lower-case hex characters) and remove the series of the
+    /// files loaded before, so exactly one series is exported. The new series is set
+    /// before the old one is removed: a scrape in between sees two, never none.
+    pub fn set_config_info(&self, config_sha256: &str, keys_sha256: &str) {
+        let new = [config_sha256.to_string(), keys_sha256.to_string()];
+        self.config_info
+            .with_label_values(&[config_sha256, keys_sha256])
+            .set(1);
+        // A poisoned lock only means another load panicked mid-update: the value is still
+        // the last one set.
+        let mut current = self
+            .config_info_current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = current.replace(new.clone()) {
+            if old != new {
+                let _ = self
+                    .config_info
+                    .remove_label_values(&[old[0].as_str(), old[1].as_str()]);
+            }
+        }
     }
 
     /// Set the key gauges.

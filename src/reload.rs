@@ -1,4 +1,5 @@
-//! Hot reload: SIGHUP → load → validate → build → swap, all or nothing.
+//! Hot reload: SIGHUP (or a change of the watched files) → load → validate → build →
+//! swap, all or nothing.
 //!
 //! The [`Reloader`] is a Pingora background service, so its SIGHUP handler is
 //! installed inside the running server. A failed load leaves the old state
@@ -6,10 +7,17 @@
 //! (listeners, threads, metrics address) are reported and left as they are.
 //! Every reload is announced to the service manager and recorded in the status
 //! file ([`crate::service::Notifier`]), so `systemctl reload` reports its result.
+//! With `server.watch_files`, a change of the files ([`watch`]) starts the same
+//! reload once the files have been quiet for [`WATCH_DEBOUNCE`]; one loop handles
+//! both triggers, so two reloads never run at once.
 
+pub mod watch;
+
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use log::{info, warn};
@@ -21,8 +29,23 @@ use crate::metrics::Metrics;
 use crate::service::{self, Notifier};
 use crate::state::{self, Loaded, SharedState, State};
 use crate::timestamp;
+use watch::{FileWatch, Targets};
 
-/// Reloads the configuration on SIGHUP into the shared state.
+/// How long the watched files must stay unchanged before a reload starts: a burst of
+/// events (a write in several pieces, a Kubernetes volume update, an editor's
+/// write-then-rename) makes one reload, of the finished files.
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// What started a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// SIGHUP (`kill -HUP`, `systemctl reload`, `keygate reload`).
+    Signal,
+    /// A change of the watched files (`server.watch_files`).
+    Watch,
+}
+
+/// Reloads the configuration on SIGHUP, or when its files change, into the shared state.
 pub struct Reloader {
     config_path: PathBuf,
     shared: SharedState,
@@ -31,6 +54,9 @@ pub struct Reloader {
     hooks: LoadHooks,
     notifier: Notifier,
     generation: AtomicU64,
+    /// The files to watch, per the configuration loaded last, and when that load began
+    /// reading them.
+    watched: Mutex<(Targets, Option<SystemTime>)>,
 }
 
 impl Reloader {
@@ -44,6 +70,7 @@ impl Reloader {
         hooks: LoadHooks,
         notifier: Notifier,
     ) -> Self {
+        let watched = Mutex::new((Targets::of(&config_path, &running), None));
         Reloader {
             config_path,
             shared,
@@ -52,17 +79,51 @@ impl Reloader {
             hooks,
             notifier,
             generation: AtomicU64::new(0),
+            watched,
         }
+    }
+
+    /// Say when the load the server started with began reading the files (see
+    /// [`crate::state::FileDigests::read_at`]): a change made between then and the start
+    /// of the watch is reloaded as soon as the watch starts.
+    pub fn files_read_at(self, read_at: Option<SystemTime>) -> Self {
+        self.set_watched(None, read_at);
+        self
     }
 
     /// Load the files again and swap the new state in; on failure keep the old one.
     /// Tells the service manager when it starts and how it ended.
     pub async fn reload(&self) -> bool {
+        self.reload_by(Trigger::Signal).await
+    }
+
+    /// [`Reloader::reload`], counted as started by `trigger`.
+    pub async fn reload_by(&self, trigger: Trigger) -> bool {
         self.notifier.reloading();
         let (ok, status) = self.load_and_swap().await;
+        if trigger == Trigger::Watch {
+            self.metrics.watch_reload(ok);
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.notifier.reloaded(generation, ok, &status);
         ok
+    }
+
+    /// The files to watch, per the configuration loaded last, and when it read them.
+    fn watched(&self) -> (Targets, Option<SystemTime>) {
+        self.watched
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Record what a load read: its targets (unchanged when `None`) and when.
+    fn set_watched(&self, targets: Option<Targets>, read_at: Option<SystemTime>) {
+        let mut w = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = targets {
+            w.0 = t;
+        }
+        w.1 = read_at;
     }
 
     /// The reload itself; returns whether it worked and a status line.
@@ -94,6 +155,7 @@ impl Reloader {
                     config,
                     state,
                     warnings,
+                    digests,
                 } = loaded;
                 for w in &warnings {
                     warn!(target: "keygate::reload", "{w}");
@@ -101,9 +163,16 @@ impl Reloader {
                 for field in restart_only_changes(&self.running, &config) {
                     warn!(target: "keygate::reload", "{field} changed; this setting requires a restart and keeps its running value");
                 }
-                let summary = format!(
+                let mut summary = format!(
                     "routes={} upstreams={} consumers={} keys_active={} keys_expired={} keys_disabled={} keys_pending={}",
                     state.routes.len(), state.upstreams.len(), state.consumers.len(), c.active, c.expired, c.disabled, c.pending
+                );
+                if let Some(d) = &digests {
+                    summary.push_str(&format!(" {d}"));
+                }
+                self.set_watched(
+                    Some(Targets::of(&self.config_path, &config)),
+                    digests.map(|d| d.read_at),
                 );
                 let status = format!(
                     "serving: {} (reloaded at {})",
@@ -114,6 +183,9 @@ impl Reloader {
                 let old = self.shared.swap(new.clone());
                 self.metrics.load_succeeded(true, timestamp::now_unix());
                 forget_removed_servers(&self.metrics, &old, &new);
+                if let Some(d) = &digests {
+                    self.metrics.set_config_info(&d.config_hex(), &d.keys_hex());
+                }
                 info!(target: "keygate::reload", "configuration reloaded in {} ms: {summary}", started.elapsed().as_millis());
                 // Free the previous state off the async thread once in-flight requests let go.
                 // Last uses recorded on the old state while the new one was built carry over.
@@ -227,15 +299,46 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
+        let mut files = FileWatch::default();
+        // When the watched files have been quiet long enough, and which ones changed.
+        let mut due: Option<tokio::time::Instant> = None;
+        let mut changed = BTreeSet::new();
+        // (Re)arm the watch per the configuration loaded last; a file that changed after
+        // that load read it and before the watch started is reloaded too.
+        let arm = |files: &mut FileWatch,
+                   due: &mut Option<tokio::time::Instant>,
+                   changed: &mut BTreeSet<String>| {
+            let (targets, read_at) = self.watched();
+            if files.set(targets.clone()) && read_at.is_some_and(|t| targets.changed_since(t)) {
+                changed.insert("before the watch started".to_string());
+                *due = Some(tokio::time::Instant::now() + WATCH_DEBOUNCE);
+            }
+        };
+        arm(&mut files, &mut due, &mut changed);
         info!(target: "keygate::reload", "ready to reload the configuration on SIGHUP");
         loop {
             tokio::select! {
                 _ = hup.recv() => {
                     info!(target: "keygate::reload", "SIGHUP received, reloading configuration");
-                    self.reload().await;
+                    self.reload_by(Trigger::Signal).await;
+                }
+                name = files.changed() => {
+                    changed.insert(name);
+                    due = Some(tokio::time::Instant::now() + WATCH_DEBOUNCE);
+                    continue;
+                }
+                _ = sleep_until(due), if due.is_some() => {
+                    // Changes that came in while the timer fired belong to this reload.
+                    files.drain(&mut changed);
+                    let names: Vec<_> = std::mem::take(&mut changed).into_iter().collect();
+                    due = None;
+                    info!(target: "keygate::reload", "watched files changed ({}), reloading configuration", names.join(", "));
+                    self.reload_by(Trigger::Watch).await;
                 }
                 _ = shutdown.changed() => break,
             }
+            // The reloaded configuration may watch other files, or none.
+            arm(&mut files, &mut due, &mut changed);
         }
     }
 }
@@ -251,6 +354,14 @@ fn forget_removed_servers(metrics: &Metrics, old: &State, new: &State) {
         if !keep.contains(&(s.upstream, s.address)) {
             metrics.forget_server(s.upstream, s.address);
         }
+    }
+}
+
+/// Sleep until `due`; `None` never comes (the `select!` branch is disabled then anyway).
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -64,9 +64,17 @@ pub fn assemble(
     hooks: LoadHooks,
     notifier: Notifier,
 ) -> Result<Server, ServerError> {
-    let Loaded { config, state, .. } = loaded;
+    let Loaded {
+        config,
+        state,
+        digests,
+        ..
+    } = loaded;
     let summary = service::summary(&state);
     metrics.load_succeeded(false, crate::timestamp::now_unix());
+    if let Some(d) = &digests {
+        metrics.set_config_info(&d.config_hex(), &d.keys_hex());
+    }
     let shared: SharedState = Arc::new(ArcSwap::from_pointee(state));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(&config.server));
     server.bootstrap();
@@ -132,7 +140,8 @@ pub fn assemble(
     ));
     server.add_service(background_service(
         "keygate readiness",
-        Readiness::new(&config.server, summary, notifier.clone()),
+        Readiness::new(&config.server, summary, notifier.clone())
+            .log_also(digests.map(|d| d.to_string())),
     ));
     let access_log = &config.server.access_log;
     server.add_service(background_service(
@@ -153,7 +162,8 @@ pub fn assemble(
             config.clone(),
             hooks,
             notifier,
-        );
+        )
+        .files_read_at(digests.map(|d| d.read_at));
         server.add_service(background_service("keygate reloader", reloader));
     }
     Ok(server)

@@ -313,6 +313,8 @@ fn probe_target(addr: SocketAddr) -> SocketAddr {
 pub struct Readiness {
     listeners: Vec<(String, &'static str)>,
     summary: String,
+    /// Logged after `summary` on the start-up line, not announced.
+    log_also: Option<String>,
     notifier: Notifier,
     grace_period_seconds: u64,
 }
@@ -326,9 +328,17 @@ impl Readiness {
                 .map(|(_, a, kind)| (a, kind))
                 .collect(),
             summary,
+            log_also: None,
             notifier,
             grace_period_seconds: server.grace_period_seconds,
         }
+    }
+
+    /// Add `extra` to the start-up log line only, not to the status the service
+    /// manager shows (e.g. the files' digests, too long for `systemctl status`).
+    pub fn log_also(mut self, extra: Option<String>) -> Self {
+        self.log_also = extra;
+        self
     }
 
     /// Poll until every listener accepts a connection, or `READY_DEADLINE` passes.
@@ -371,9 +381,13 @@ impl BackgroundService for Readiness {
             .iter()
             .map(|(a, kind)| format!("{a} ({kind})"))
             .collect();
+        let also = self
+            .log_also
+            .as_ref()
+            .map_or(String::new(), |a| format!("; {a}"));
         log::info!(
             target: "keygate::service",
-            "keygate {} ready: listening on {}; {}",
+            "keygate {} ready: listening on {}; {}{also}",
             env!("CARGO_PKG_VERSION"),
             addresses.join(", "),
             self.summary

@@ -44,7 +44,8 @@ use crate::metrics::{Handles, KeyGauges};
 
 pub use build::{build, Inputs};
 pub use load::{
-    load, load_with_secret, load_without_secrets, read_secret, reload, Loaded, SHORT_SECRET,
+    load, load_with_secret, load_without_secrets, read_secret, reload, FileDigests, Loaded,
+    SHORT_SECRET,
 };
 pub use routes::origin_overlaps;
 pub use upstream::{HealthCheck, Server, ServerStatus, Upstream};

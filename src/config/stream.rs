@@ -7,8 +7,12 @@
 //! is reported (every problem of it, with line and column) and the next one is
 //! read, so one pass finds every problem of the file.
 
-use std::io::{self, Read};
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+
+use sha2::{Digest, Sha256};
 
 use super::compat;
 use super::error::{ConfigError, Location, Problem};
@@ -40,10 +44,22 @@ pub fn for_each_consumer(
 /// Why a keys file without its `consumers` list is refused.
 const NO_LIST: &str = "the keys file has no `consumers` list (caught mid-write?); write `consumers: []` to run with no keys";
 
+/// What streaming a keys file found besides its consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    /// A warning when the file had to be read the way earlier keygate versions read it
+    /// (it is not valid YAML 1.2; see `compat`).
+    pub warning: Option<String>,
+    /// SHA-256 (FIPS 180-4) of the file's bytes, computed from the chunks as they were
+    /// read: the file is not read a second time for it.
+    pub sha256: [u8; 32],
+}
+
 /// Read the keys file at `path` a chunk at a time and hand each consumer to `f` as
 /// soon as it is parsed, with its index in the file. Memory stays flat whatever the
-/// file's size. Returns a warning when the file had to be read the way earlier
-/// keygate versions read it (it is not valid YAML 1.2; see `compat`).
+/// file's size. The file is opened once: every pass (JSON probe, YAML, the lenient
+/// reader) reads the same file even if another is renamed over `path` meanwhile, and
+/// the digest returned is of exactly the bytes that were parsed.
 ///
 /// # Errors
 /// [`ConfigError::Read`] when the file cannot be read or is not UTF-8;
@@ -52,16 +68,62 @@ const NO_LIST: &str = "the keys file has no `consumers` list (caught mid-write?)
 pub fn stream_consumers(
     path: &Path,
     f: &mut dyn FnMut(usize, &ConsumerConfig),
-) -> Result<Option<String>, ConfigError> {
-    let open = || std::fs::File::open(path);
-    match consumers(&open, path, f)? {
-        (Json::Blank, _) => Err(ConfigError::one(
+) -> Result<Streamed, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    let hasher = RefCell::new(Sha256::new());
+    // Each pass starts from the beginning with a fresh digest: the last pass is the one
+    // whose reading counts.
+    let open = || -> io::Result<Hashed<'_>> {
+        (&file).seek(SeekFrom::Start(0))?;
+        *hasher.borrow_mut() = Sha256::new();
+        Ok(Hashed {
+            file: &file,
+            hasher: &hasher,
+        })
+    };
+    let warning = match consumers(&open, path, f)? {
+        (Json::Blank, _) => return Err(ConfigError::one(
             path,
             "",
             "the keys file is empty (caught mid-write?); write `consumers: []` to run with no keys",
         )),
-        (Json::NoList, _) => Err(ConfigError::one(path, "consumers", NO_LIST)),
-        (_, warning) => Ok(warning),
+        (Json::NoList, _) => return Err(ConfigError::one(path, "consumers", NO_LIST)),
+        (_, warning) => warning,
+    };
+    // Every reader stops at the end of the file; should one have stopped short (a
+    // buffered reader's last chunk is hashed when read, not when parsed), the rest of
+    // the file is hashed from where the last pass left off.
+    io::copy(
+        &mut Hashed {
+            file: &file,
+            hasher: &hasher,
+        },
+        &mut io::sink(),
+    )
+    .map_err(read_error)?;
+    Ok(Streamed {
+        warning,
+        sha256: hasher.into_inner().finalize().into(),
+    })
+}
+
+/// Reads the keys file and feeds every byte read to the digest.
+struct Hashed<'a> {
+    file: &'a File,
+    hasher: &'a RefCell<Sha256>,
+}
+
+impl Read for Hashed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hasher
+            .borrow_mut()
+            .update(buf.get(..n).unwrap_or_default());
+        Ok(n)
     }
 }
 

@@ -370,8 +370,50 @@ fn files_only_the_earlier_reader_accepted_still_load_with_a_warning() {
     let keys = "consumers:\n  - id: a\n  - id: b\n    name: \"Bee\n  Corp\"#note\n  - id: c\n";
     let f = TempFile::new("keys.yaml", keys.as_bytes());
     let mut ids = Vec::new();
-    let warning = stream_consumers(&f.0, &mut |i, c| ids.push((i, c.id.clone()))).unwrap();
+    let streamed = stream_consumers(&f.0, &mut |i, c| ids.push((i, c.id.clone()))).unwrap();
     assert_eq!(ids, [(0, "a".into()), (1, "b".into()), (2, "c".into())]);
-    let warning = warning.unwrap();
+    // The digest is of the whole file, whichever reader finished it.
+    assert_eq!(streamed.sha256, sha2_of(keys.as_bytes()));
+    let warning = streamed.warning.unwrap();
     assert!(warning.contains("keys.yaml:4:11: "), "{warning}");
+}
+
+/// SHA-256 of `bytes`, computed in one piece (the reference for streamed digests).
+fn sha2_of(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+#[test]
+fn streaming_a_keys_file_hashes_every_byte_once_whichever_reader_reads_it() {
+    // JSON (fast path, several 64 KiB chunks), YAML (the JSON probe stops at once and
+    // the YAML reader starts over), flow-style YAML starting with `{` (the JSON probe
+    // reads some, then YAML starts over), and trailing whitespace after the JSON.
+    let mut json = String::from("{\"consumers\": [");
+    for i in 0..3000 {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!(
+            "{{\"id\": \"c{i}\", \"keys\": [{{\"id\": \"k{i}\", \"sha256\": \"{:064x}\"}}]}}",
+            i + 1
+        ));
+    }
+    json.push_str("]}\n\n  \n");
+    assert!(json.len() > 3 * 64 * 1024);
+    let yaml = "consumers:\n  - id: a\n    keys: [ { id: a1, sha256: \"".to_string()
+        + &"ab".repeat(32)
+        + "\" } ]\n";
+    let flow = "{consumers: [ {id: a} ]}\n".to_string();
+    for (name, text, n) in [
+        ("keys.json", &json, 3000),
+        ("keys.yaml", &yaml, 1),
+        ("flow.yaml", &flow, 1),
+    ] {
+        let f = TempFile::new(name, text.as_bytes());
+        let mut count = 0;
+        let streamed = stream_consumers(&f.0, &mut |_, _| count += 1).unwrap();
+        assert_eq!(count, n, "{name}");
+        assert_eq!(streamed.sha256, sha2_of(text.as_bytes()), "{name}");
+    }
 }

@@ -173,3 +173,42 @@ fn upstream_servers_are_counted_by_address_and_their_health_follows_the_configur
         "{text}"
     );
 }
+
+#[test]
+fn config_info_exports_only_the_files_loaded_last_and_watch_reloads_count_apart() {
+    let m = Metrics::register(Registry::new()).unwrap();
+    let info = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("keygate_config_info{"))
+            .map(str::to_string)
+            .collect()
+    };
+    let text = String::from_utf8(m.encode()).unwrap();
+    assert!(info(&text).is_empty(), "nothing loaded yet: {text}");
+    let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    m.set_config_info(&a, &b);
+    m.set_config_info(&a, &b);
+    let text = String::from_utf8(m.encode()).unwrap();
+    assert_eq!(
+        info(&text),
+        [format!(
+            "keygate_config_info{{config_sha256=\"{a}\",keys_sha256=\"{b}\"}} 1"
+        )]
+    );
+    // A reload that changed the keys file replaces the series.
+    m.set_config_info(&a, &c);
+    let text = String::from_utf8(m.encode()).unwrap();
+    assert_eq!(
+        info(&text),
+        [format!(
+            "keygate_config_info{{config_sha256=\"{a}\",keys_sha256=\"{c}\"}} 1"
+        )]
+    );
+
+    assert!(text.contains("keygate_config_watch_reloads_total{result=\"success\"} 0"));
+    m.watch_reload(false);
+    m.reload_failed();
+    let text = String::from_utf8(m.encode()).unwrap();
+    assert!(text.contains("keygate_config_watch_reloads_total{result=\"failure\"} 1"));
+    assert!(text.contains("keygate_config_reloads_total{result=\"failure\"} 1"));
+}

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use sha2::Digest;
+
 use super::build::{build_streaming, Inputs};
 use super::keys::check_keys_file;
 use super::State;
@@ -23,6 +25,47 @@ pub struct Loaded {
     pub state: State,
     /// Non-fatal remarks (e.g. a short secret), never containing secrets.
     pub warnings: Vec<String>,
+    /// SHA-256 of the two files this was loaded from; `None` for a state built without
+    /// files (the demo).
+    pub digests: Option<FileDigests>,
+}
+
+/// SHA-256 (FIPS 180-4) digests of the contents of the files a configuration was
+/// loaded from, exactly as read: the same value `sha256sum FILE` prints for the file
+/// that was loaded. Secrets are never hashed: a digest of a secret could be checked
+/// against guesses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDigests {
+    /// `keygate.yaml`.
+    pub config: [u8; 32],
+    /// The keys file (it holds only key digests, never keys).
+    pub keys: [u8; 32],
+    /// When reading the files began: a change after it may not be in these contents.
+    pub read_at: std::time::SystemTime,
+}
+
+impl FileDigests {
+    /// The digest of `keygate.yaml` in lower-case hex (64 characters).
+    pub fn config_hex(&self) -> String {
+        hex::encode(self.config)
+    }
+
+    /// The digest of the keys file in lower-case hex (64 characters).
+    pub fn keys_hex(&self) -> String {
+        hex::encode(self.keys)
+    }
+}
+
+/// `config_sha256=HEX keys_sha256=HEX`, as logged at start-up and on each reload.
+impl std::fmt::Display for FileDigests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "config_sha256={} keys_sha256={}",
+            self.config_hex(),
+            self.keys_hex()
+        )
+    }
 }
 
 /// Read and validate `keygate.yaml` at `config_path`, its keys file and its secret, and
@@ -90,7 +133,9 @@ fn load_inner(
     secrets: Secrets<'_>,
     previous: Option<&State>,
 ) -> Result<Loaded, ConfigError> {
+    let read_at = std::time::SystemTime::now();
     let text = crate::config::read(config_path)?;
+    let config_sha256: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
     let (config, lenient) = match parse_yaml_compat::<Config>(&text, config_path) {
         Ok(parsed) => parsed,
         Err(ConfigError::Invalid(mut list)) => {
@@ -170,12 +215,13 @@ fn load_inner(
         previous,
         admin_token: admin_token.as_deref().map(str::as_bytes),
     };
-    let mut keys_lenient = None;
+    let mut streamed = None;
     let state = build_streaming(inputs, capacity, |add| {
-        keys_lenient = crate::config::stream_consumers(&keys_path, add)?;
+        streamed = Some(crate::config::stream_consumers(&keys_path, add)?);
         Ok(())
     });
-    warnings.extend(keys_lenient);
+    let keys_sha256 = streamed.as_ref().map(|s| s.sha256);
+    warnings.extend(streamed.and_then(|s| s.warning));
     let state = match (state, secret_problems.is_empty()) {
         (Ok(_), false) => Err(ConfigError::Invalid(secret_problems)),
         (Err(ConfigError::Invalid(mut list)), false) => {
@@ -191,6 +237,11 @@ fn load_inner(
                 config,
                 state,
                 warnings,
+                digests: keys_sha256.map(|keys| FileDigests {
+                    config: config_sha256,
+                    keys,
+                    read_at,
+                }),
             })
         }
         Err(ConfigError::Invalid(list)) => {

@@ -17,6 +17,8 @@ mod slow;
 mod cli;
 // SIGHUP reload: keys change live, broken files keep the old state.
 mod reload;
+// Files across a fleet: their digests exported and logged, `server.watch_files`.
+mod watch;
 // Prometheus metrics and the health endpoint.
 mod metrics;
 // Hostile requests: malformed credentials, smuggling, odd paths, slow clients, brute force.
