@@ -185,9 +185,20 @@ fn applicable(
 /// Charge one request by `consumer` (index) with `key` (index) on `route` (index) at
 /// `now_ms` (Unix milliseconds) to every limit that applies: all or nothing (see
 /// [`crate::limits::reserve_all`]). No lock; a few atomic operations per limit.
+///
+/// With a shared store (`limits.store`), the counters judge with the other instances'
+/// counts as of the last sync, on the store's clock, and never wait for the store;
+/// while it is away with `on_error: closed`, a request any limit applies to gets
+/// [`Charge::unavailable`].
 pub fn charge_limits(state: &State, route: usize, key: u32, consumer: u32, now_ms: i64) -> Charge {
     let (applicable, n) = applicable(state, route, key, consumer);
-    crate::limits::charge(&applicable[..n], now_ms)
+    let Some(fleet) = state.fleet.as_deref() else {
+        return crate::limits::charge(&applicable[..n], now_ms);
+    };
+    if n > 0 && fleet.mode() == crate::limits::shared::Mode::Closed {
+        return Charge::unavailable();
+    }
+    crate::limits::charge_in(&applicable[..n], Some(fleet), fleet.now_ms(now_ms))
 }
 
 /// A placeholder for unused limit slots.
@@ -364,6 +375,18 @@ pub fn admit(
         }
         _ => Charge::default(),
     };
+    // The shared store is away (`on_error: closed`) or a quota lease is still on its way:
+    // 503 and a retry in a second; the proxy waits for the lease once, briefly.
+    if charge.is_unavailable() {
+        return Admission::Reject(Reject {
+            code: Code::LimitsUnavailable,
+            route: Some(route),
+            outcome: Some(outcome),
+            retry_after: Some(1),
+            charge: Charge::default(),
+            sunset,
+        });
+    }
     let limited = charge.violated().map(|_| {
         // A spent quota outlasts any rate window: name it when both refused.
         if charge

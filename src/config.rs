@@ -100,6 +100,86 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// Ordered routes; the first match wins.
     pub routes: Vec<RouteConfig>,
+    /// Where consumer and key limits are counted. Default: in this instance alone.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Default `limits.store.redis.timeout_ms`: the longest any store call may take.
+pub const DEFAULT_STORE_TIMEOUT_MS: u64 = 20;
+/// Default `limits.store.redis.sync_interval_ms`: how often counts are exchanged.
+pub const DEFAULT_STORE_SYNC_INTERVAL_MS: u64 = 250;
+/// Default `limits.store.redis.key_prefix`.
+pub const DEFAULT_STORE_KEY_PREFIX: &str = "keygate:";
+
+fn default_store_timeout_ms() -> u64 {
+    DEFAULT_STORE_TIMEOUT_MS
+}
+
+fn default_store_sync_interval_ms() -> u64 {
+    DEFAULT_STORE_SYNC_INTERVAL_MS
+}
+
+fn default_store_key_prefix() -> String {
+    DEFAULT_STORE_KEY_PREFIX.to_string()
+}
+
+/// `limits:` — where consumer and key limits are counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// A store shared by every instance of a fleet; absent: each instance counts alone.
+    #[serde(default)]
+    pub store: Option<LimitStoreConfig>,
+}
+
+/// `limits.store:` — the shared store and what to do while it is away.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitStoreConfig {
+    /// The Redis (or Valkey) server.
+    pub redis: RedisConfig,
+    /// What limits do while the store is unreachable, slow or failing: `local` (each
+    /// instance enforces its share), `open` (admit), `closed` (refuse with 503).
+    /// Default `local`. Takes effect on reload.
+    #[serde(default)]
+    pub on_error: OnErrorConfig,
+}
+
+/// `limits.store.on_error`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnErrorConfig {
+    /// Each instance enforces the limit divided by the live instances.
+    #[default]
+    Local,
+    /// Admit.
+    Open,
+    /// Refuse with 503 `limits_unavailable`.
+    Closed,
+}
+
+/// `limits.store.redis:` — how to reach the store (changes need a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://host:port/db` (TLS); a user name may be
+    /// given (`redis://user@host`), a password may not (use `password`).
+    pub url: String,
+    /// Where the password comes from (`{ env | file | credential }`); default none.
+    #[serde(default)]
+    pub password: Option<SecretSource>,
+    /// The longest one store call may take, in milliseconds: 1 to 5000. Default 20.
+    #[serde(default = "default_store_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How often counts are exchanged with the store, in milliseconds: 10 to 60000.
+    /// Default 250.
+    #[serde(default = "default_store_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+    /// Prefix of every store key keygate writes: 1 to 64 printable characters without
+    /// spaces. Default `keygate:`.
+    #[serde(default = "default_store_key_prefix")]
+    pub key_prefix: String,
 }
 
 /// `server:` — listeners and process settings.

@@ -89,6 +89,7 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
                 case_insensitive_paths: false,
             },
         )]),
+        limits: crate::config::LimitsConfig::default(),
         routes: vec![
             RouteConfig {
                 name: "public".into(),

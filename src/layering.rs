@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("state", 2),
     ("auth", 3),
     ("health", 3),
+    ("fleet", 3),
     ("conn", 3),
     ("admission", 4),
     ("keylist", 4),

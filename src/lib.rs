@@ -16,6 +16,7 @@
 //! state       state                   (validated, prepared, immutable snapshot)
 //! decisions   auth → admission        (pure: request head + state → outcome)
 //!             health                  (probing upstream servers, in the background)
+//!             fleet                   (sharing limits through Redis, in the background)
 //!             keylist                 (the operator's view of keys)
 //! connection  conn                    (request-head deadline, body-rate floor)
 //! serving     proxy  telemetry admin  (Pingora phases; /metrics + /healthz; GET /keys)
@@ -45,6 +46,8 @@
 //! - [`state`]: the validated runtime snapshot the request path reads;
 //! - [`auth`]: the pure authentication decision;
 //! - [`health`]: active health checks of upstream servers (a background service);
+//! - [`fleet`]: limits shared by a fleet of instances through Redis or Valkey (a
+//!   background service syncing the counters);
 //! - [`admission`]: the request decision (header limits, host, path, route, brute force,
 //!   auth, consumer limits);
 //! - [`keylist`]: the key listing served by the admin listener and `keygate keys`;
@@ -73,6 +76,7 @@ pub mod cors;
 pub mod demo;
 #[doc(hidden)]
 pub mod fixture;
+pub mod fleet;
 pub mod forwarded;
 #[doc(hidden)]
 pub mod fuzz;

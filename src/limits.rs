@@ -21,8 +21,16 @@
 //! is therefore under-weighted early in the next one: over any `window_seconds`
 //! span, at most `requests` are admitted counted this way, and at most twice
 //! `requests` in the worst case of a burst at a window boundary.
+//!
+//! A fleet of instances shares its counters through a [`Fleet`] (see [`shared`]): each
+//! counter then also holds what the other instances counted at the last sync, and a
+//! quota counter the lease of the quota this instance holds; the decision stays local.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+pub mod shared;
+
+pub use shared::{Fleet, OnError};
 
 use crate::timestamp::{civil_from_days, days_from_civil};
 
@@ -62,20 +70,20 @@ pub enum Spec {
     Quota(Quota),
 }
 
-const COUNT_BITS: u32 = 32;
+pub(crate) const COUNT_BITS: u32 = 32;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
-fn pack(window: u64, count: u64) -> u64 {
+pub(crate) fn pack(window: u64, count: u64) -> u64 {
     (window << COUNT_BITS) | (count & COUNT_MASK)
 }
 
-fn unpack(v: u64) -> (u64, u64) {
+pub(crate) fn unpack(v: u64) -> (u64, u64) {
     (v >> COUNT_BITS, v & COUNT_MASK)
 }
 
 /// Where `now` (Unix milliseconds) falls for `spec`: the window's number (since 1970,
 /// truncated to 32 bits), the milliseconds elapsed in it, and its length.
-fn position(spec: &Spec, now_ms: i64) -> (u64, u64, u64) {
+pub fn position(spec: &Spec, now_ms: i64) -> (u64, u64, u64) {
     let now_ms = u64::try_from(now_ms).unwrap_or(0);
     match spec {
         Spec::Rate(r) => {
@@ -121,10 +129,19 @@ pub fn period_bounds(period: Period, now: u64) -> (u64, u64) {
 
 /// One counter: the current window's number and count in one atomic word, and the
 /// previous window's (for sliding windows) in another.
+///
+/// With a shared store ([`Fleet`]), four more words, each a `(window, count)` pair:
+/// what the other instances counted in the latest and the one before (as of the last
+/// sync), how much of this instance's own count has been sent to the store, and, for a
+/// quota, how much of it this instance holds on lease for the period.
 #[derive(Debug, Default)]
 pub struct Counter {
     current: AtomicU64,
     previous: AtomicU64,
+    pub(crate) others: AtomicU64,
+    pub(crate) others_previous: AtomicU64,
+    pub(crate) flushed: AtomicU64,
+    pub(crate) lease: AtomicU64,
 }
 
 /// Where a counter stands for one request: remaining capacity and seconds to reset.
@@ -140,6 +157,9 @@ pub struct Standing {
     /// When refused: seconds until a request would be admitted, never less than
     /// `reset_seconds` (the `Retry-After`). 0 when admitted.
     pub retry_seconds: u64,
+    /// When refused: a shared quota this instance holds no lease for yet (a lease
+    /// may still be granted; see [`shared`]).
+    pub pending: bool,
 }
 
 impl Counter {
@@ -148,7 +168,36 @@ impl Counter {
         Counter {
             current: AtomicU64::new(0),
             previous: AtomicU64::new(0),
+            others: AtomicU64::new(0),
+            others_previous: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            lease: AtomicU64::new(0),
         }
+    }
+
+    /// This instance's own count in `window` (the current or the previous one kept).
+    pub fn own(&self, window: u64) -> u64 {
+        let (w, c) = unpack(self.current.load(Ordering::Acquire));
+        if w == window {
+            return c;
+        }
+        let (w, c) = unpack(self.previous.load(Ordering::Acquire));
+        if w == window {
+            c
+        } else {
+            0
+        }
+    }
+
+    /// What the other instances counted in `window`, as of the last sync (0: unknown).
+    pub fn others(&self, window: u64) -> u64 {
+        for word in [&self.others, &self.others_previous] {
+            let (w, c) = unpack(word.load(Ordering::Acquire));
+            if w == window & COUNT_MASK {
+                return c;
+            }
+        }
+        0
     }
 
     /// Move to `window` if the counter is behind, keeping the previous window's count.
@@ -267,6 +316,7 @@ impl Counter {
             reset_seconds: (len - elapsed).div_ceil(1000),
             exceeded: used >= limit,
             retry_seconds: 0,
+            pending: false,
         }
     }
 }
@@ -284,30 +334,147 @@ pub fn limit_of(spec: &Spec) -> u64 {
 /// least as long as `limits`). Returns whether the request is admitted: when any
 /// counter refuses it, every increment is taken back.
 pub fn reserve_all(limits: &[(&Spec, &Counter)], now_ms: i64, out: &mut [Standing]) -> bool {
+    reserve_all_in(limits, None, now_ms, out)
+}
+
+/// How one counter judges a request, given the store's state.
+struct Judgement {
+    /// The count the decision compares (weighted for a sliding window).
+    used: u64,
+    /// The most `used` may be.
+    allowance: u64,
+    /// The current window's count and the previous one's, for `Retry-After`.
+    count: u64,
+    previous: u64,
+    /// Capacity beyond `allowance` still to be had (a quota's unleased part).
+    extra: u64,
+    /// A refusal here may be lifted by a lease.
+    pending: bool,
+}
+
+/// Judge `count` (this instance's, in `window`) for `spec` under `fleet`.
+fn judge(
+    spec: &Spec,
+    counter: &Counter,
+    fleet: Option<&Fleet>,
+    window: u64,
+    elapsed: u64,
+    len: u64,
+    count: u64,
+) -> Judgement {
+    let limit = limit_of(spec);
+    let prev_window = window.wrapping_sub(1) & COUNT_MASK;
+    // Refusing while the store is away is the admission's (`charge_limits`); a counter
+    // reached anyway judges as `local` would.
+    let mode = fleet.map(|f| match f.mode() {
+        shared::Mode::Closed => shared::Mode::Share(f.instances()),
+        m => m,
+    });
+    let weigh = |count: u64, previous: u64| match spec {
+        Spec::Rate(_) => count + (previous * len.saturating_sub(elapsed)).div_ceil(len),
+        Spec::Quota(_) => count,
+    };
+    let own_previous = counter.previous_count(window);
+    match (spec, mode) {
+        (_, None) => Judgement {
+            used: counter.weighted(spec, window, elapsed, len, count),
+            allowance: limit,
+            count,
+            previous: own_previous,
+            extra: 0,
+            pending: false,
+        },
+        (_, Some(shared::Mode::Open)) => Judgement {
+            used: weigh(count, own_previous),
+            allowance: u64::MAX,
+            count,
+            previous: own_previous,
+            extra: 0,
+            pending: false,
+        },
+        (Spec::Rate(_), Some(shared::Mode::Shared)) => {
+            let count = count + counter.others(window);
+            let previous = own_previous + counter.others(prev_window);
+            Judgement {
+                used: weigh(count, previous),
+                allowance: limit,
+                count,
+                previous,
+                extra: 0,
+                pending: false,
+            }
+        }
+        (Spec::Rate(_), Some(shared::Mode::Share(_) | shared::Mode::Closed)) => {
+            let n = match mode {
+                Some(shared::Mode::Share(n)) => n,
+                _ => 1,
+            };
+            let allowance = (limit / n.max(1)).max(1);
+            Judgement {
+                used: weigh(count, own_previous),
+                allowance,
+                count,
+                previous: own_previous,
+                extra: 0,
+                pending: false,
+            }
+        }
+        (Spec::Quota(_), Some(m)) => {
+            let lease = counter.lease_in(window);
+            let unleased = limit.saturating_sub(counter.others(window));
+            let (allowance, pending) = match m {
+                shared::Mode::Share(n) => (lease + unleased / n.max(1), false),
+                _ => (lease, unleased > 0),
+            };
+            Judgement {
+                used: count,
+                allowance,
+                count,
+                previous: 0,
+                extra: unleased.saturating_sub(allowance - lease),
+                pending,
+            }
+        }
+    }
+}
+
+/// [`reserve_all`] for counters shared through `fleet` (when given): each counter
+/// counts this instance's requests, and judges them with what the other instances
+/// counted at the last sync, or, while the store is away, by `on_error`.
+pub fn reserve_all_in(
+    limits: &[(&Spec, &Counter)],
+    fleet: Option<&Fleet>,
+    now_ms: i64,
+    out: &mut [Standing],
+) -> bool {
     let mut admitted = true;
     for ((spec, counter), slot) in limits.iter().zip(out.iter_mut()) {
         let (window, elapsed, len) = position(spec, now_ms);
         let count = counter.add(window);
-        let used = counter.weighted(spec, window, elapsed, len, count);
+        let j = judge(spec, counter, fleet, window, elapsed, len, count);
         let limit = limit_of(spec);
-        let exceeded = used > limit;
+        let exceeded = j.used > j.allowance;
         admitted &= !exceeded;
         *slot = Standing {
-            remaining: limit.saturating_sub(used),
+            remaining: (j.allowance.min(limit).saturating_sub(j.used) + j.extra).min(limit),
             reset_seconds: (len - elapsed).div_ceil(1000),
             exceeded,
             retry_seconds: 0,
+            pending: exceeded && j.pending,
         };
+        if exceeded && j.pending {
+            counter.want_lease(window);
+        }
     }
     if !admitted {
         for ((spec, counter), standing) in limits.iter().zip(out.iter_mut()) {
             let (window, elapsed, len) = position(spec, now_ms);
             counter.take_back(window);
             if standing.exceeded {
-                let (w, c) = unpack(counter.current.load(Ordering::Acquire));
-                let count = if w == window { c } else { 0 };
-                let previous = counter.previous_count(window);
-                let retry = retry_ms(spec, count, previous, elapsed, len).div_ceil(1000);
+                let count = counter.own(window);
+                let j = judge(spec, counter, fleet, window, elapsed, len, count);
+                let retry =
+                    retry_ms(spec, j.allowance, j.count, j.previous, elapsed, len).div_ceil(1000);
                 standing.retry_seconds = retry;
                 // For a refusing sliding window, `t` is when a request fits again: the
                 // client can use nothing more until then (draft -11's effective window).
@@ -315,7 +482,7 @@ pub fn reserve_all(limits: &[(&Spec, &Counter)], now_ms: i64, out: &mut [Standin
                     standing.reset_seconds = retry;
                 }
             } else {
-                standing.remaining += 1;
+                standing.remaining = (standing.remaining + 1).min(limit_of(spec));
             }
         }
     }
@@ -325,13 +492,18 @@ pub fn reserve_all(limits: &[(&Spec, &Counter)], now_ms: i64, out: &mut [Standin
 /// Charge one request to the limits that apply to it (at most [`Charge::MAX`], more
 /// are ignored), all or nothing; see [`reserve_all`].
 pub fn charge(limits: &[(Owner, Spec, &Counter)], now_ms: i64) -> Charge {
+    charge_in(limits, None, now_ms)
+}
+
+/// [`charge`] for counters shared through `fleet` (see [`reserve_all_in`]).
+pub fn charge_in(limits: &[(Owner, Spec, &Counter)], fleet: Option<&Fleet>, now_ms: i64) -> Charge {
     let n = limits.len().min(Charge::MAX);
     let mut pairs: [(&Spec, &Counter); Charge::MAX] = [(&NO_SPEC, &NO_COUNTER); Charge::MAX];
     for (pair, (_, spec, counter)) in pairs.iter_mut().zip(limits) {
         *pair = (spec, counter);
     }
     let mut out = [Standing::default(); Charge::MAX];
-    reserve_all(&pairs[..n], now_ms, &mut out);
+    reserve_all_in(&pairs[..n], fleet, now_ms, &mut out);
     let mut c = Charge::default();
     for ((owner, spec, _), standing) in limits.iter().zip(out).take(n) {
         c.push(Applied {
@@ -351,16 +523,16 @@ const NO_SPEC: Spec = Spec::Rate(Rate {
 static NO_COUNTER: Counter = Counter::new();
 
 /// Milliseconds from now until one more request fits, for a counter that refused one
-/// (`count` in the current window, `previous` in the one before, `elapsed` of `len`):
+/// (`n` allowed, `count` in the current window, `previous` in the one before,
+/// `elapsed` of `len`):
 /// for a quota, the end of the period; for a sliding window, the moment the previous
 /// window's weight has decayed enough, in this window if the current count leaves room,
 /// else in the next one, where the current count weighs as the previous.
-fn retry_ms(spec: &Spec, count: u64, previous: u64, elapsed: u64, len: u64) -> u64 {
+fn retry_ms(spec: &Spec, n: u64, count: u64, previous: u64, elapsed: u64, len: u64) -> u64 {
     let to_end = len - elapsed;
-    let Spec::Rate(r) = spec else {
+    if matches!(spec, Spec::Quota(_)) || n == u64::MAX {
         return to_end;
-    };
-    let n = r.requests;
+    }
     // A request fits at x ms into a window when 1 + count + ceil(previous·(len−x)/len) ≤ n,
     // that is from x = len − floor((n − 1 − count)·len / previous).
     if count < n && previous > 0 {
@@ -403,6 +575,7 @@ pub struct Applied {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Charge {
     items: [Option<Applied>; Charge::MAX],
+    unavailable: bool,
 }
 
 impl Charge {
@@ -427,9 +600,30 @@ impl Charge {
         self.items[0].is_none()
     }
 
+    /// A charge that could not be made: the shared store is away and `on_error` is
+    /// `closed`.
+    pub fn unavailable() -> Self {
+        Charge {
+            unavailable: true,
+            ..Charge::default()
+        }
+    }
+
+    /// Whether the limits could not be checked: the store is away (`on_error: closed`),
+    /// or a shared quota holds no lease yet (one may be granted: wait for it).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable || self.is_pending()
+    }
+
+    /// Whether a refusal is only for want of a quota lease that may still be granted.
+    pub fn is_pending(&self) -> bool {
+        self.iter()
+            .any(|a| a.standing.exceeded && a.standing.pending)
+    }
+
     /// Whether every limit admitted the request.
     pub fn admitted(&self) -> bool {
-        self.violated().is_none()
+        self.violated().is_none() && !self.unavailable
     }
 
     /// The first limit that refused the request, if any.

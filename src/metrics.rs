@@ -633,11 +633,102 @@ impl Metrics {
         }
     }
 
+    /// The registry every family is in (for families registered elsewhere).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The exposition in Prometheus text format.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// Buckets of `keygate_limit_store_sync_seconds`: 100 µs to 1 s.
+pub const STORE_SYNC_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// The shared limit store's families, registered only when `limits.store` is set.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    errors: IntCounterVec,
+    sync: prometheus::Histogram,
+    up: IntGauge,
+    instances: IntGauge,
+}
+
+impl StoreMetrics {
+    /// The `kind` label values of `keygate_limit_store_errors_total`.
+    pub const KINDS: [&'static str; 3] = ["timeout", "connection", "response"];
+
+    /// Create and register the store's families in `metrics`' registry.
+    ///
+    /// # Errors
+    /// `prometheus`'s error when they are already registered.
+    pub fn register(metrics: &Metrics) -> prometheus::Result<StoreMetrics> {
+        let r = metrics.registry();
+        let errors = counter_vec(
+            r,
+            "keygate_limit_store_errors_total",
+            "Failed calls to the shared limit store, by kind (timeout, connection, response).",
+            &["kind"],
+        )?;
+        for k in Self::KINDS {
+            errors.with_label_values(&[k]);
+        }
+        let sync = gauge(
+            r,
+            prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "keygate_limit_store_sync_seconds",
+                    "Duration of successful syncs with the shared limit store (one round trip each).",
+                )
+                .buckets(STORE_SYNC_BUCKETS.to_vec()),
+            )?,
+        )?;
+        let up = gauge(
+            r,
+            IntGauge::new(
+                "keygate_limit_store_up",
+                "1 when the last sync with the shared limit store succeeded, else 0 (limits follow on_error).",
+            )?,
+        )?;
+        let instances = gauge(
+            r,
+            IntGauge::new(
+                "keygate_limit_store_instances",
+                "Live keygate instances seen in the shared limit store at the last sync.",
+            )?,
+        )?;
+        Ok(StoreMetrics {
+            errors,
+            sync,
+            up,
+            instances,
+        })
+    }
+
+    /// Count one failed call (`kind` one of [`Self::KINDS`]).
+    pub fn error(&self, kind: &str) {
+        self.errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Record a successful sync's duration.
+    pub fn observe_sync(&self, took: std::time::Duration) {
+        self.sync.observe(took.as_secs_f64());
+    }
+
+    /// Record whether the store answers.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+    }
+
+    /// Record the live instances seen.
+    pub fn set_instances(&self, n: u64) {
+        self.instances.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 

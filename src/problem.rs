@@ -50,6 +50,9 @@ pub enum Code {
     UpstreamUnavailable,
     /// 504: the origin did not answer in time.
     UpstreamTimeout,
+    /// 503: a shared limit applies and its store cannot be reached
+    /// (`limits.store.on_error: closed`), or a shared quota's lease did not arrive in time.
+    LimitsUnavailable,
     /// 500: an internal error.
     Internal,
 }
@@ -78,6 +81,7 @@ impl Code {
             Code::QuotaExceeded => "quota_exceeded",
             Code::UpstreamUnavailable => "upstream_unavailable",
             Code::UpstreamTimeout => "upstream_timeout",
+            Code::LimitsUnavailable => "limits_unavailable",
             Code::Internal => "internal_error",
         }
     }
@@ -100,6 +104,7 @@ impl Code {
             Code::TooManyFailures | Code::RateLimited | Code::QuotaExceeded => 429,
             Code::UpstreamUnavailable => 502,
             Code::UpstreamTimeout => 504,
+            Code::LimitsUnavailable => 503,
             Code::Internal => 500,
         }
     }
@@ -117,6 +122,7 @@ impl Code {
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             502 => "Bad Gateway",
+            503 => "Service Unavailable",
             504 => "Gateway Timeout",
             _ => "Internal Server Error",
         }
@@ -145,6 +151,7 @@ impl Code {
             Code::QuotaExceeded => "This API key's quota is used up; retry after the time in Retry-After.",
             Code::UpstreamUnavailable => "The upstream service could not be reached.",
             Code::UpstreamTimeout => "The upstream service did not answer in time.",
+            Code::LimitsUnavailable => "This API key's limits cannot be checked right now; retry after the time in Retry-After.",
             Code::Internal => "An internal error occurred.",
         }
     }

@@ -156,13 +156,29 @@ impl ProxyHttp for ApiKeyProxy {
             _ => new_request_id(),
         };
         ctx.client = forwarded::client(peer_ip(session), &req.headers, &ctx.state.trusted_proxies);
-        let admission = admit(
+        let mut admission = admit(
             &ctx.state,
             req,
             ctx.client.addr,
             &self.limiter,
             timestamp::now_unix_ms(),
         );
+        // A shared quota this instance holds no lease for yet: ask for one at once and
+        // wait for that round (at most the store's timeout), then judge again.
+        if let (Admission::Reject(r), Some(fleet)) = (&admission, &ctx.state.fleet) {
+            if r.code == Code::LimitsUnavailable && fleet.is_up() {
+                let round = fleet.lease_round.notified();
+                fleet.lease_wanted.notify_one();
+                let _ = tokio::time::timeout(fleet.timeout(), round).await;
+                admission = admit(
+                    &ctx.state,
+                    req,
+                    ctx.client.addr,
+                    &self.limiter,
+                    timestamp::now_unix_ms(),
+                );
+            }
+        }
         let route = match &admission {
             Admission::Forward(f) => Some(f.route),
             Admission::Reject(r) => r.route,

@@ -278,6 +278,12 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             old.auth.brute_force.table_slots != new.auth.brute_force.table_slots,
         ),
         ("server.admin_listen", o.admin_listen != n.admin_listen),
+        // The store's connection is the sync task's, set up at start; `on_error` reloads.
+        (
+            "limits.store.redis",
+            old.limits.store.as_ref().map(|s| &s.redis)
+                != new.limits.store.as_ref().map(|s| &s.redis),
+        ),
     ];
     // Keep-alive, body timeout, header limits and the brute-force policy are applied per
     // request from the state: they reload live.

@@ -1,7 +1,7 @@
 //! Wiring: turns a loaded configuration into a Pingora `Server` with keygate's services.
 //!
 //! The proxy (every accepted connection wrapped by [`crate::conn`]), the
-//! telemetry listener, the upstream health checks, the SIGHUP reloader and the
+//! telemetry listener, the upstream health checks, the shared limit store's sync, the SIGHUP reloader and the
 //! SIGUSR1 access-log reopener are added here; `main` opens the access log, runs
 //! the server and drains the access log once it stops.
 
@@ -27,6 +27,9 @@ use crate::telemetry::TelemetryApp;
 /// Errors while assembling the server (after the configuration was validated).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The shared limit store could not be set up (its password unreadable).
+    #[error("limits.store: {0}")]
+    LimitStore(String),
     /// A TLS listener could not be set up.
     #[error("TLS listener {address}: {message}")]
     Tls {
@@ -75,6 +78,7 @@ pub fn assemble(
     if let Some(d) = &digests {
         metrics.set_config_info(&d.config_hex(), &d.keys_hex());
     }
+    let fleet = state.fleet.clone();
     let shared: SharedState = Arc::new(ArcSwap::from_pointee(state));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(&config.server));
     server.bootstrap();
@@ -138,6 +142,32 @@ pub fn assemble(
         "keygate health checks",
         HealthChecker::new(shared.clone()),
     ));
+    // Shares consumer and key limits with the fleet through the store, when configured.
+    if let (Some(fleet), Some(store)) = (fleet, &config.limits.store) {
+        let password = match &store.redis.password {
+            Some(source) => Some(
+                crate::state::read_secret(
+                    source,
+                    &config_path.clone().unwrap_or_default(),
+                    "limits.store.redis.password",
+                )
+                .map_err(|e| ServerError::LimitStore(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let store_metrics = crate::metrics::StoreMetrics::register(&metrics)
+            .map_err(|e| ServerError::LimitStore(e.to_string()))?;
+        server.add_service(background_service(
+            "keygate limit store",
+            crate::fleet::LimitSync::new(
+                shared.clone(),
+                fleet,
+                store.redis.clone(),
+                password,
+                store_metrics,
+            ),
+        ));
+    }
     server.add_service(background_service(
         "keygate readiness",
         Readiness::new(&config.server, summary, notifier.clone())

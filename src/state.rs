@@ -25,6 +25,7 @@ mod load;
 mod policy;
 mod problems;
 mod routes;
+mod store;
 mod upstream;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -48,6 +49,7 @@ pub use load::{
     SHORT_SECRET,
 };
 pub use routes::origin_overlaps;
+pub use store::on_error;
 pub use upstream::{HealthCheck, Server, ServerStatus, Upstream};
 
 /// The state shared by every request and replaced whole by a reload.
@@ -219,6 +221,8 @@ impl Consumer {
 /// What a key narrows or adds beyond its consumer, for the few keys that do.
 #[derive(Debug)]
 pub struct KeyPolicy {
+    /// `consumer-id:key-id`: the name its limits have in a shared store.
+    pub name: Box<str>,
     /// Unix seconds before which the key is invalid (`i64::MIN`: none).
     pub not_before: i64,
     /// Route allow-list (within the consumer's); `None`: the consumer's.
@@ -360,6 +364,9 @@ pub struct State {
     pub warning: KeyWarning,
     /// The admin listener's token, when `server.admin_token` is set.
     pub admin_token: Option<AdminToken>,
+    /// The shared limit store's view, when `limits.store` was set at start (reloads
+    /// keep it).
+    pub fleet: Option<Arc<crate::limits::Fleet>>,
 }
 
 impl State {

@@ -191,6 +191,7 @@ fn fields_name_every_policy_in_draft_syntax() {
             reset_seconds: 400,
             exceeded: true,
             retry_seconds: 400,
+            pending: false,
         },
     });
     let (policy, state) = fields(&ch, "api", at(2026, 11, 30, 0)).unwrap();

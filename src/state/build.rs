@@ -99,6 +99,7 @@ pub(super) fn build_streaming(
     let routes = routes(config, config_path, &upstreams, &upstream_index, &mut p);
     let warning = warning(config, config_path, &mut p);
     let admin_token = admin(config, config_path, inputs.admin_token, &mut p);
+    let fleet = super::store::fleet(config, config_path, inputs.previous, &mut p);
 
     let mut keys = KeysBuilder::new(
         Context {
@@ -170,6 +171,7 @@ pub(super) fn build_streaming(
         scope_names,
         warning,
         admin_token,
+        fleet,
     })
 }
 

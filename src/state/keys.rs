@@ -431,6 +431,7 @@ impl<'a> KeysBuilder<'a> {
         let rate = policy::rate(&k.rate_limit, kp, &|| kf(".rate_limit"), p);
         let quota = policy::quota(&k.quota, kp, &|| kf(".quota"), p);
         Some(KeyPolicy {
+            name: format!("{}:{}", c.id, k.id).into(),
             not_before: not_before.unwrap_or(i64::MIN),
             allowed,
             methods,

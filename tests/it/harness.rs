@@ -11,6 +11,7 @@ mod http;
 mod origin;
 mod pki;
 mod process;
+mod redis;
 
 pub use config::*;
 pub use gateway::*;
@@ -18,3 +19,4 @@ pub use http::*;
 pub use origin::*;
 pub use pki::*;
 pub use process::*;
+pub use redis::*;

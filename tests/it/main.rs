@@ -37,3 +37,5 @@ mod service;
 mod controls;
 // Routes: methods and 405, prefix rewrites, per-route timeouts, body limits, CORS.
 mod routes;
+// A fleet: limits shared through a real redis-server; the store failing and recovering.
+mod fleet;

@@ -12,7 +12,7 @@ use super::http::Client;
 use super::process::{eventually, wait_exit, ChildGuard, SpawnGuarded};
 
 /// How long keygate may take to listen, to log an expected line, or to count a metric.
-const READY_DEADLINE: Duration = Duration::from_secs(30);
+pub const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A temporary directory removed on drop.
 pub struct TestDir(pub PathBuf);
