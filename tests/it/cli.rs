@@ -614,3 +614,89 @@ fn one_upstream_server_spelled_twice_or_on_port_0_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("port 0 is not a server's port"), "{stderr}");
 }
+
+/// The documents of a multi-document YAML file in `deploy/`.
+fn deploy_documents(file: &str) -> Vec<serde_yaml::Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_manifests_hold_a_configuration_that_checks_and_mounts_that_match() {
+    let maps = deploy_documents("deploy/kubernetes/configmap.yaml");
+    let data = |name: &str, key: &str| -> String {
+        maps.iter()
+            .find(|m| m["metadata"]["name"].as_str() == Some(name))
+            .and_then(|m| m["data"][key].as_str())
+            .unwrap_or_else(|| panic!("{name}/{key} missing"))
+            .to_string()
+    };
+    let config = data("keygate-config", "keygate.yaml");
+    let keys = data("keygate-keys", "keys.yaml");
+    let deployment = &deploy_documents("deploy/kubernetes/deployment.yaml")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    // Every file the configuration names lives under a mounted volume.
+    for path in [
+        "/etc/keygate/keys/keys.yaml",
+        "/etc/keygate/secrets/shared-secret",
+        "/etc/keygate/secrets/redis-password",
+    ] {
+        assert!(config.contains(path), "{path} not in the ConfigMap");
+        assert!(
+            mounts.iter().any(|m| path.starts_with(&format!("{m}/"))),
+            "{path} is not under a mount: {mounts:?}"
+        );
+    }
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        ["run", "--config", "/etc/keygate/config/keygate.yaml"]
+    );
+    // Kubernetes waits long enough for the preStop pause and keygate's own grace period.
+    let grace: u64 = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("grace_period_seconds: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(termination >= grace + 5, "{termination} < {grace} + preStop");
+    // Probes go to /healthz on the metrics port, bound to the pod address.
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert!(config.contains("metrics_listen: \"0.0.0.0:9464\""));
+
+    // The configuration itself checks, with this machine's paths and addresses for the
+    // cluster's.
+    let dir = TestDir::new();
+    dir.write("keys.yaml", &keys);
+    dir.write("shared-secret", SECRET);
+    dir.write("redis-password", "redis-password-for-the-test");
+    let local = config
+        .replace("/etc/keygate/keys/keys.yaml", "keys.yaml")
+        .replace("/etc/keygate/secrets/", "")
+        .replace("orders-api.default.svc.cluster.local:8000", "127.0.0.1:9")
+        .replace("redis.default.svc.cluster.local", "127.0.0.1");
+    let cfg = dir.write("keygate.yaml", &local);
+    let out = keygate().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{local}\n{stdout}{stderr}");
+    assert!(stdout.contains("ok: 1 route, 1 upstream, 1 consumer"), "{stdout}");
+}
