@@ -123,6 +123,14 @@ fn v1_and_v2_headers_from_a_trusted_balancer_name_the_client() {
     c.send_raw(&v2("198.51.100.4:1234"));
     assert_eq!(c.get("/public/d", &[]).status(), 200);
     assert_eq!(s.origin.last().all("x-forwarded-for"), ["198.51.100.4"]);
+    // A header trickling in a byte at a time is put together.
+    let mut c = Client::connect(s.gw.addr);
+    for b in v1("192.0.2.11:6000") {
+        c.send_raw(&[b]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(c.get("/public/slow", &[]).status(), 200);
+    assert_eq!(s.origin.last().all("x-forwarded-for"), ["192.0.2.11"]);
     // v2 LOCAL (the balancer's own health check): the peer stands.
     let mut c = Client::connect(s.gw.addr);
     c.send_raw(&v2_raw(0x20, 0x00, &[]));
@@ -132,7 +140,7 @@ fn v1_and_v2_headers_from_a_trusted_balancer_name_the_client() {
     s.gw.wait_log("client=192.0.2.10", 2);
     s.gw.wait_log("client=2001:db8::7", 1);
     s.gw.wait_log("client=198.51.100.4", 1);
-    scrape_until(s.metrics, HEADERS, 4.0);
+    scrape_until(s.metrics, HEADERS, 5.0);
     assert_eq!(sample(&scrape(s.metrics), REFUSED), 0.0);
 }
 
