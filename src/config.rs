@@ -213,6 +213,11 @@ pub struct ServerConfig {
     /// Proxies (CIDR blocks or addresses) whose `X-Forwarded-*` headers are believed.
     /// Default none: keygate is the first hop.
     pub trusted_proxies: Vec<String>,
+    /// Whether connections from `trusted_proxies` peers to the proxy listeners (`listen`
+    /// and `tls_listen`) start with a PROXY protocol header (v1 or v2) naming the client,
+    /// as L4 balancers send: `off`, `optional` or `required`. Other peers' connections
+    /// are never read for one. Default `off`. Reloads live.
+    pub proxy_protocol: ProxyProtocolMode,
     /// Request line plus headers larger than this get 431. Default 32768.
     pub max_request_header_bytes: usize,
     /// More request headers than this get 431. Default 100.
@@ -229,6 +234,21 @@ pub struct ServerConfig {
     /// does, by watching their folders (inotify). Default false. Applied live: a
     /// reload that turns it on or off starts or stops the watch.
     pub watch_files: bool,
+}
+
+/// `server.proxy_protocol`: whether a trusted peer's connection starts with a PROXY
+/// protocol header (HAProxy's proxy-protocol.txt, v1 text or v2 binary).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocolMode {
+    /// No header is read: the bytes are HTTP (or TLS) from the first one.
+    #[default]
+    Off,
+    /// A trusted peer may send a header; a connection without one is served with the
+    /// peer as the client.
+    Optional,
+    /// A trusted peer must send a header; a connection without one is closed.
+    Required,
 }
 
 /// `server.access_log:` — how access-log lines are written and where they go (all
@@ -292,6 +312,7 @@ impl Default for ServerConfig {
             client_header_timeout_seconds: DEFAULT_CLIENT_HEADER_TIMEOUT_SECONDS,
             client_body_min_rate_bytes_per_second: DEFAULT_CLIENT_BODY_MIN_RATE_BYTES_PER_SECOND,
             trusted_proxies: Vec::new(),
+            proxy_protocol: ProxyProtocolMode::Off,
             access_log: AccessLogConfig::default(),
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,

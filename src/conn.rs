@@ -1,4 +1,8 @@
-//! Client connections: a deadline for every request head, a floor for body rates.
+//! Client connections: the PROXY protocol header from trusted balancers, a deadline for
+//! every request head, a floor for body rates.
+//!
+//! Before anything else, a connection from a `server.trusted_proxies` peer may start
+//! with a PROXY protocol header naming the real client ([`proxy_header`]).
 //!
 //! Pingora 0.9 applies its read timeouts to each read, so a client that sends
 //! one byte of its request head every few seconds, or trickles a body, holds a
@@ -39,6 +43,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 mod delegate;
+pub mod proxy_header;
+
+pub use proxy_header::ProxyHeaderReader;
 
 use crate::state::SharedState;
 
@@ -377,21 +384,31 @@ impl AsyncWrite for DeadlineStream {
     }
 }
 
-/// The proxy application as Pingora's listeners see it: every accepted connection is
-/// wrapped in a [`DeadlineStream`] before the HTTP proxy reads from it.
+/// The proxy application as Pingora's listeners see it: a plain connection's PROXY
+/// header is read (see [`ProxyHeaderReader`]; TLS listeners read it before their
+/// handshake), then every accepted connection is wrapped in a [`DeadlineStream`] before
+/// the HTTP proxy reads from it.
 pub struct DeadlineApp<A> {
     inner: Arc<A>,
     shared: SharedState,
     reporter: Arc<dyn TimeoutReporter>,
+    proxy_header: Arc<ProxyHeaderReader>,
 }
 
 impl<A> DeadlineApp<A> {
-    /// Wrap `inner` (Pingora's HTTP proxy app), reading limits from `shared`.
-    pub fn new(inner: A, shared: SharedState, reporter: Arc<dyn TimeoutReporter>) -> Self {
+    /// Wrap `inner` (Pingora's HTTP proxy app), reading limits from `shared` and PROXY
+    /// headers through `proxy_header`.
+    pub fn new(
+        inner: A,
+        shared: SharedState,
+        reporter: Arc<dyn TimeoutReporter>,
+        proxy_header: Arc<ProxyHeaderReader>,
+    ) -> Self {
         DeadlineApp {
             inner: Arc::new(inner),
             shared,
             reporter,
+            proxy_header,
         }
     }
 }
@@ -403,6 +420,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for DeadlineApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let stream = self.proxy_header.read_plain(stream).await?;
         let wrapped = DeadlineStream::new(stream, self.shared.clone(), self.reporter.clone());
         self.inner.process_new(Box::new(wrapped), shutdown).await
     }

@@ -1,9 +1,9 @@
 //! Fuzzing entry points, shared by `fuzz/` (cargo-fuzz) and the corpus replay test.
 //!
 //! Each function takes arbitrary bytes and must never panic. They exercise the
-//! pure parts of keygate: the configuration and keys parsers and validator, and
+//! pure parts of keygate: the configuration and keys parsers and validator,
 //! the request decision (path normalization, credential extraction,
-//! authentication). Nothing here touches the network or the file system: fuzzed
+//! authentication), and the PROXY protocol header parser. Nothing here touches the network or the file system: fuzzed
 //! upstream addresses are replaced by a loopback literal before validation,
 //! because a name would be resolved through DNS.
 
@@ -201,6 +201,34 @@ pub fn auth_input(data: &[u8]) {
     }
 }
 
+/// Parse arbitrary bytes as the start of a connection with a PROXY protocol header, and
+/// check what the reader relies on: a header's length lies within the bytes and the
+/// bounds, a verdict on a prefix never contradicts the verdict on the whole, and nothing
+/// that is not a header (or an error) is mistaken for one.
+pub fn proxy_header_input(data: &[u8]) {
+    use crate::proxy_protocol::{parse, Parsed, MAX_HEADER_BYTES};
+    let whole = parse(data);
+    if let Ok(Parsed::Header { len, .. }) = whole {
+        assert!(len <= data.len() && len <= MAX_HEADER_BYTES, "length {len}");
+        // The header alone parses to the same header; what follows it does not matter.
+        assert_eq!(parse(&data[..len]), whole);
+    }
+    if let Ok(Parsed::Incomplete) = whole {
+        assert!(
+            data.len() < MAX_HEADER_BYTES,
+            "undecided after {} bytes",
+            data.len()
+        );
+    }
+    // Every prefix is either undecided or already says what the whole says.
+    for n in 0..data.len().min(MAX_HEADER_BYTES + 1) {
+        match parse(&data[..n]) {
+            Ok(Parsed::Incomplete) => {}
+            prefix => assert_eq!(prefix, whole, "prefix of {n} bytes"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,7 +238,11 @@ mod tests {
     fn corpus_replays_without_panics() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
         let mut n = 0;
-        for (target, f) in [("config", config_input as fn(&[u8])), ("auth", auth_input)] {
+        for (target, f) in [
+            ("config", config_input as fn(&[u8])),
+            ("auth", auth_input),
+            ("proxy_header", proxy_header_input),
+        ] {
             for entry in std::fs::read_dir(root.join(target)).unwrap() {
                 f(&std::fs::read(entry.unwrap().path()).unwrap());
                 n += 1;

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("limiter", 0),
     ("problem", 0),
     ("request_id", 0),
+    ("proxy_protocol", 0),
     ("yaml", 0),
     ("config", 1),
     ("metrics", 0),

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! leaves      apikey access cors timestamp balance → limits headers host path limiter
-//!             problem request_id yaml metrics tls
+//!             problem request_id yaml metrics tls proxy_protocol
 //! files       config logging forwarded
 //! keys        keystore
 //! state       state                   (validated, prepared, immutable snapshot)
@@ -18,7 +18,7 @@
 //!             health                  (probing upstream servers, in the background)
 //!             fleet                   (sharing limits through Redis, in the background)
 //!             keylist                 (the operator's view of keys)
-//! connection  conn                    (request-head deadline, body-rate floor)
+//! connection  conn                    (PROXY header, request-head deadline, body-rate floor)
 //! serving     proxy  telemetry admin  (Pingora phases; /metrics + /healthz; GET /keys)
 //! operating   reload → server         (SIGHUP; wiring a Pingora server)
 //! front       cli keygen  origin → demo  (the command line, new keys, the demo)
@@ -35,6 +35,7 @@
 //! - [`limiter`]: brute-force resistance per client address;
 //! - [`problem`]: the problem documents keygate answers with;
 //! - [`request_id`]: request ids;
+//! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) an L4 balancer sends first;
 //! - [`yaml`]: the YAML reader (positions, every error, one subtree at a time);
 //! - [`config`]: the YAML files as written (strict, located errors);
 //! - [`metrics`]: Prometheus families, label values and per-state handles;
@@ -94,6 +95,7 @@ pub mod origin;
 pub mod path;
 pub mod problem;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod request_id;
 pub mod server;

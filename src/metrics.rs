@@ -254,6 +254,10 @@ pub struct Metrics {
     /// `keygate_client_timeouts_total{phase}`: request heads past
     /// `client_header_timeout_seconds` (`header`) and bodies below the minimum rate (`body`).
     client_timeouts: IntCounterVec,
+    /// `keygate_proxy_protocol_connections_total{outcome}`: connections from trusted peers
+    /// read for a PROXY protocol header: `header` (one was read), `none` (`optional`, the
+    /// peer sent none), `refused` (malformed, missing while `required`, cut short or late).
+    proxy_protocol: IntCounterVec,
     /// `keygate_upstream_server_healthy{upstream,address}`: 1 when the server takes
     /// requests (its health checks pass, or it has none, and it is not ejected), set at
     /// scrape time.
@@ -278,6 +282,17 @@ pub struct ServerGauge<'a> {
     pub address: &'a str,
     /// Whether it takes requests.
     pub up: bool,
+}
+
+/// The PROXY protocol outcome counters, resolved once.
+#[derive(Clone)]
+pub struct ProxyProtocolCounters {
+    /// Connections whose header was read.
+    pub header: IntCounter,
+    /// Connections without a header (`optional`).
+    pub none: IntCounter,
+    /// Connections closed for a bad, missing, truncated or late header.
+    pub refused: IntCounter,
 }
 
 /// The two client-timeout counters, resolved once.
@@ -449,6 +464,12 @@ impl Metrics {
             "Client connections cut for a slow request head (phase=header) or body (phase=body).",
             &["phase"],
         )?;
+        let proxy_protocol = counter_vec(
+            r,
+            "keygate_proxy_protocol_connections_total",
+            "Connections from trusted peers read for a PROXY protocol header, by outcome (header, none, refused).",
+            &["outcome"],
+        )?;
         let server_healthy = gauge(
             r,
             IntGaugeVec::new(
@@ -501,6 +522,9 @@ impl Metrics {
         for phase in ["header", "body"] {
             client_timeouts.with_label_values(&[phase]);
         }
+        for outcome in ["header", "none", "refused"] {
+            proxy_protocol.with_label_values(&[outcome]);
+        }
         Ok(Metrics {
             registry,
             requests,
@@ -523,6 +547,7 @@ impl Metrics {
             key_store_bytes,
             access_log_dropped,
             client_timeouts,
+            proxy_protocol,
             server_healthy,
             selections,
             ejections,
@@ -555,6 +580,15 @@ impl Metrics {
         ClientTimeouts {
             header: self.client_timeouts.with_label_values(&["header"]),
             body: self.client_timeouts.with_label_values(&["body"]),
+        }
+    }
+
+    /// The PROXY protocol outcome counters.
+    pub fn proxy_protocol(&self) -> ProxyProtocolCounters {
+        ProxyProtocolCounters {
+            header: self.proxy_protocol.with_label_values(&["header"]),
+            none: self.proxy_protocol.with_label_values(&["none"]),
+            refused: self.proxy_protocol.with_label_values(&["refused"]),
         }
     }
 

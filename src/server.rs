@@ -15,7 +15,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::config::{resolve_relative, AccessLogFormat, ServerConfig};
-use crate::conn::DeadlineApp;
+use crate::conn::{DeadlineApp, ProxyHeaderReader};
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::proxy::{ApiKeyProxy, Timeouts};
@@ -92,13 +92,21 @@ pub fn assemble(
             )),
         ),
     );
+    // A trusted balancer's PROXY header is read first: on plain listeners by the app,
+    // on TLS listeners before the handshake.
+    let proxy_header = Arc::new(ProxyHeaderReader::new(
+        shared.clone(),
+        Some(metrics.proxy_protocol()),
+    ));
     // Every accepted connection goes through the request-head deadline and body-rate floor.
     let app = DeadlineApp::new(
         http,
         shared.clone(),
         Arc::new(Timeouts::new(shared.clone(), metrics.client_timeouts())),
+        proxy_header.clone(),
     );
     let mut proxy = Service::new("keygate".to_string(), app);
+    proxy.endpoints().set_pre_tls_callback(proxy_header);
     for addr in &config.server.listen {
         proxy.add_tcp(addr);
     }

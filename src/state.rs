@@ -354,6 +354,8 @@ pub struct State {
     pub limits: Limits,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// Whether trusted peers' connections start with a PROXY protocol header.
+    pub proxy_protocol: crate::config::ProxyProtocolMode,
     /// Per-key narrowing and limits, by [`KeyEntry::policy`].
     pub key_policies: Vec<KeyPolicy>,
     /// When each key was last used (Unix seconds; 0: not since keygate started), by key index.

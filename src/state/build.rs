@@ -20,7 +20,9 @@ use super::problems::Problems;
 use super::routes::routes;
 use super::upstream::upstreams;
 use super::{AdminToken, KeyWarning, Limits, Secret, Source, State};
-use crate::config::{resolve_relative, Config, ConfigError, ConsumerConfig, KeysFile};
+use crate::config::{
+    resolve_relative, Config, ConfigError, ConsumerConfig, KeysFile, ProxyProtocolMode,
+};
 use crate::forwarded::TrustedProxies;
 use crate::headers;
 use crate::metrics::Metrics;
@@ -166,6 +168,7 @@ pub(super) fn build_streaming(
         handles,
         limits,
         trusted_proxies,
+        proxy_protocol: config.server.proxy_protocol,
         key_policies: policies,
         last_use,
         scope_names,
@@ -399,6 +402,13 @@ fn limits(config: &Config, cfg: &Path, p: &mut Problems) -> (Limits, TrustedProx
             TrustedProxies::default()
         }
     };
+    if s.proxy_protocol != ProxyProtocolMode::Off && s.trusted_proxies.is_empty() {
+        p.add(
+            cfg,
+            "server.proxy_protocol",
+            "a PROXY protocol header is only read from server.trusted_proxies peers; list the balancers there (or set `off`)",
+        );
+    }
     let limits = Limits {
         keepalive_timeout: Duration::from_secs(s.keepalive_timeout_seconds),
         client_body_timeout: Duration::from_secs(s.client_body_timeout_seconds),

@@ -352,6 +352,46 @@ fn access_log_destination_must_name_a_file() {
 }
 
 #[test]
+fn proxy_protocol_needs_trusted_proxies_and_a_known_mode() {
+    use crate::config::ProxyProtocolMode;
+    let with = |server: &str| format!("server:\n{server}{CONFIG}");
+    let s = build_from(&with("  proxy_protocol: required\n"), &keys_yaml())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        s.contains("server.proxy_protocol: a PROXY protocol header is only read from server.trusted_proxies peers"),
+        "{s}"
+    );
+    let s = build_from(
+        &with("  proxy_protocol: on\n  trusted_proxies: [10.0.0.0/8]\n"),
+        &keys_yaml(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        s.contains("proxy_protocol") && s.contains("optional"),
+        "{s}"
+    );
+    for (text, mode) in [
+        ("off", ProxyProtocolMode::Off),
+        ("optional", ProxyProtocolMode::Optional),
+        ("required", ProxyProtocolMode::Required),
+    ] {
+        let state = build_from(
+            &with(&format!(
+                "  proxy_protocol: {text}\n  trusted_proxies: [10.0.0.0/8]\n"
+            )),
+            &keys_yaml(),
+        )
+        .unwrap();
+        assert_eq!(state.proxy_protocol, mode);
+    }
+    // The default is off, with or without trusted proxies.
+    let state = build_from(CONFIG, &keys_yaml()).unwrap();
+    assert_eq!(state.proxy_protocol, ProxyProtocolMode::Off);
+}
+
+#[test]
 fn route_methods_rewrites_timeouts_and_cors_are_validated() {
     let config = CONFIG.replace(
         "  - { name: admin, path_prefix: /admin, upstream: origin, auth: required }",

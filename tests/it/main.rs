@@ -11,6 +11,8 @@ mod upstream;
 mod upstreams;
 // The request keygate routes is the request the origin acts on: hosts, paths, claims.
 mod canonical;
+// The PROXY protocol from trusted L4 balancers, plain and TLS listeners.
+mod proxyproto;
 // Slow clients: request-head deadline, body-rate floor.
 mod slow;
 // The command line: check, keygen/hash, refusing to start, demo.

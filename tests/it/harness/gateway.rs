@@ -298,6 +298,10 @@ pub fn scrape_until(addr: SocketAddr, series: &str, value: f64) -> String {
         &format!("{series} reaching {value} on {addr}/metrics"),
         READY_DEADLINE,
         || {
+            // The metrics listener may still be starting: a refused connection is retried.
+            if let Err(e) = std::net::TcpStream::connect(addr) {
+                return Err(format!("cannot connect: {e}"));
+            }
             let text = scrape(addr);
             if find_sample(&text, series) == Some(value) {
                 Ok(text)

@@ -159,6 +159,17 @@ impl Client {
 
     /// Connect over TLS, trusting `ca` for `name`.
     pub fn connect_tls(addr: SocketAddr, ca: &CertificateDer<'static>, name: &str) -> Client {
+        Client::connect_tls_after(addr, b"", ca, name)
+    }
+
+    /// Connect over TCP, send `preface` (e.g. a PROXY protocol header), then speak TLS,
+    /// trusting `ca` for `name`.
+    pub fn connect_tls_after(
+        addr: SocketAddr,
+        preface: &[u8],
+        ca: &CertificateDer<'static>,
+        name: &str,
+    ) -> Client {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone()).unwrap();
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -173,8 +184,9 @@ impl Client {
             ServerName::try_from(name.to_string()).unwrap(),
         )
         .unwrap();
-        let s = TcpStream::connect(addr).unwrap();
+        let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.write_all(preface).unwrap();
         Client {
             tcp: s.try_clone().unwrap(),
             r: BufReader::new(Box::new(rustls::StreamOwned::new(conn, s))),
