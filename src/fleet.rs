@@ -22,6 +22,7 @@
 //! `c:<consumer>`, `r:<route>:<consumer>` (a route default) and `k:<consumer>:<key id>`.
 //! Nothing secret is written: ids only, never a key or its digest.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,10 @@ pub struct LimitSync {
     password: Option<String>,
     metrics: StoreMetrics,
     instance: String,
+    /// The store has answered a sync since start.
+    answered: std::sync::atomic::AtomicBool,
+    /// A store that never answered since start has been warned about.
+    warned_silent: std::sync::atomic::AtomicBool,
 }
 
 impl LimitSync {
@@ -117,6 +122,8 @@ impl LimitSync {
             password,
             metrics,
             instance: hex::encode(id),
+            answered: std::sync::atomic::AtomicBool::new(false),
+            warned_silent: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -164,6 +171,11 @@ impl LimitSync {
         self.metrics.error(kind);
         if self.fleet.is_up() {
             warn!(target: TARGET, "limit store unavailable ({kind}): {why}; limits follow on_error={} until it answers again", self.fleet.on_error().as_str());
+        } else if !self.answered.load(Ordering::Relaxed)
+            && !self.warned_silent.swap(true, Ordering::Relaxed)
+        {
+            // Never up since start: said once, so a wrong address or password shows.
+            warn!(target: TARGET, "limit store not answering since start ({kind}): {why}; limits follow on_error={} until it answers", self.fleet.on_error().as_str());
         }
         self.fleet.set_up(false);
         self.metrics.set_up(false);
@@ -359,7 +371,12 @@ impl LimitSync {
             }
         }
         if !self.fleet.is_up() {
-            info!(target: TARGET, "limit store answering again: counts shared across {} instance(s)", self.fleet.instances());
+            let again = if self.answered.swap(true, Ordering::Relaxed) {
+                " again"
+            } else {
+                ""
+            };
+            info!(target: TARGET, "limit store answering{again}: counts shared across {} instance(s)", self.fleet.instances());
         }
         self.fleet.set_up(true);
         self.metrics.set_up(true);

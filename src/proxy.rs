@@ -163,13 +163,17 @@ impl ProxyHttp for ApiKeyProxy {
             &self.limiter,
             timestamp::now_unix_ms(),
         );
-        // A shared quota this instance holds no lease for yet: ask for one at once and
-        // wait for that round (at most the store's timeout), then judge again.
-        if let (Admission::Reject(r), Some(fleet)) = (&admission, &ctx.state.fleet) {
-            if r.code == Code::LimitsUnavailable && fleet.is_up() {
+        // A shared quota this instance holds no lease for (yet, or any more): ask for one
+        // at once and judge again after each lease round, until the store's timeout (a
+        // round's block may go to concurrent requests first: wait for the next one).
+        if let Some(fleet) = ctx.state.fleet.clone() {
+            let deadline = tokio::time::Instant::now() + fleet.timeout();
+            while matches!(&admission, Admission::Reject(r) if r.code == Code::LimitsUnavailable)
+                && fleet.is_up()
+            {
                 let round = fleet.lease_round.notified();
                 fleet.lease_wanted.notify_one();
-                let _ = tokio::time::timeout(fleet.timeout(), round).await;
+                let in_time = tokio::time::timeout_at(deadline, round).await.is_ok();
                 admission = admit(
                     &ctx.state,
                     req,
@@ -177,6 +181,9 @@ impl ProxyHttp for ApiKeyProxy {
                     &self.limiter,
                     timestamp::now_unix_ms(),
                 );
+                if !in_time {
+                    break;
+                }
             }
         }
         let route = match &admission {

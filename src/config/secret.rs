@@ -76,6 +76,39 @@ fn visit_source<'de, A: MapAccess<'de>>(
     Ok((source, found))
 }
 
+/// A secret written as a value instead of its source: refused without repeating it (the
+/// default message of a deserializer quotes the value it found).
+fn inline<E: de::Error>() -> E {
+    E::custom("a secret is never written in the configuration itself: write `{ env: NAME }`, `{ file: PATH }` or `{ credential: NAME }`")
+}
+
+/// The scalar visits of a secret's visitor: every one refused by [`inline`].
+macro_rules! refuse_inline_secrets {
+    () => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(inline())
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(inline())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(inline())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(inline())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(inline())
+        }
+        fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Self::Value, E> {
+            Err(inline())
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(inline())
+        }
+    };
+}
+
 impl<'de> Deserialize<'de> for SecretSource {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -87,8 +120,9 @@ impl<'de> Deserialize<'de> for SecretSource {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretSource, A::Error> {
                 visit_source(map, &[], &["env", "file", "credential"]).map(|(s, _)| s)
             }
+            refuse_inline_secrets!();
         }
-        d.deserialize_map(V)
+        d.deserialize_any(V)
     }
 }
 
@@ -118,14 +152,45 @@ impl<'de> Deserialize<'de> for SecretConfig {
                     .map_or_else(|| super::DEFAULT_SECRET_HEADER.to_string(), |(_, v)| v);
                 Ok(SecretConfig { header, source })
             }
+            refuse_inline_secrets!();
         }
-        d.deserialize_map(V)
+        d.deserialize_any(V)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_written_inline_is_refused_without_repeating_it() {
+        for yaml in [
+            "hunter2-plain",
+            "\"hunter2-plain\"",
+            "12345678901234567890",
+            "[hunter2]",
+        ] {
+            let e = serde_yaml::from_str::<SecretSource>(yaml)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("never written in the configuration"),
+                "{yaml}: {e}"
+            );
+            assert!(
+                !e.contains("hunter2") && !e.contains("1234567890"),
+                "{yaml}: {e}"
+            );
+            let e = crate::yaml::from_str::<SecretSource>(yaml)
+                .map(|_| ())
+                .unwrap_err();
+            let e = format!("{e:?}");
+            assert!(
+                !e.contains("hunter2") && !e.contains("1234567890"),
+                "{yaml}: {e}"
+            );
+        }
+    }
 
     fn secret(yaml: &str) -> Result<SecretConfig, String> {
         serde_yaml::from_str(yaml).map_err(|e| e.to_string())

@@ -66,6 +66,9 @@ impl Targets {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // Events name absolute paths: `-c keygate.yaml` run from its folder watches it
+        // as `/etc/keygate`, not `.`.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         let names = self.0.entry(dir).or_default();
         names.insert(name.to_os_string());
         names.insert(OsString::from(KUBERNETES_DATA));
@@ -78,8 +81,9 @@ impl Targets {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         self.0
-            .get(dir)
+            .get(&dir)
             .filter(|names| names.contains(name))
             .map(|_| name.to_string_lossy().into_owned())
     }
@@ -270,6 +274,11 @@ mod tests {
         );
         assert!(t.matches(Path::new("./keygate.yaml")).is_some());
         assert!(t.matches(Path::new("keys/k.json")).is_some());
+        // Events carry absolute paths: they match a relative configuration too.
+        let here = std::env::current_dir().unwrap();
+        assert!(t.matches(&here.join("keygate.yaml")).is_some());
+        assert!(t.matches(&here.join("keys/k.json")).is_some());
+        assert!(t.matches(&here.join("other.yaml")).is_none());
     }
 
     #[test]

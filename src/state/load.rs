@@ -179,6 +179,16 @@ fn load_inner(
                 .admin_token
                 .as_ref()
                 .map(|source| read(source, "server.admin_token"));
+            // Read here only to check it (the store's client reads it again at start):
+            // `keygate check` then says what `run` would refuse, with its line.
+            if let Some(password) = config
+                .limits
+                .store
+                .as_ref()
+                .and_then(|s| s.redis.password.as_ref())
+            {
+                drop(read(password, "limits.store.redis.password"));
+            }
             (read(source, "secret"), admin)
         }
         Secrets::Placeholders => (

@@ -675,7 +675,10 @@ fn the_kubernetes_manifests_hold_a_configuration_that_checks_and_mounts_that_mat
         .parse()
         .unwrap();
     let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    assert!(termination >= grace + 5, "{termination} < {grace} + preStop");
+    assert!(
+        termination >= grace + 5,
+        "{termination} < {grace} + preStop"
+    );
     // Probes go to /healthz on the metrics port, bound to the pod address.
     assert_eq!(
         container["readinessProbe"]["httpGet"]["path"].as_str(),
@@ -695,8 +698,15 @@ fn the_kubernetes_manifests_hold_a_configuration_that_checks_and_mounts_that_mat
         .replace("orders-api.default.svc.cluster.local:8000", "127.0.0.1:9")
         .replace("redis.default.svc.cluster.local", "127.0.0.1");
     let cfg = dir.write("keygate.yaml", &local);
-    let out = keygate().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let out = keygate()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{local}\n{stdout}{stderr}");
-    assert!(stdout.contains("ok: 1 route, 1 upstream, 1 consumer"), "{stdout}");
+    assert!(
+        stdout.contains("ok: 1 route, 1 upstream, 1 consumer"),
+        "{stdout}"
+    );
 }

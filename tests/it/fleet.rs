@@ -295,3 +295,31 @@ fn a_paused_redis_does_not_stall_requests() {
     // Unpaused, the store is up again.
     metric(&m, "keygate_limit_store_up", 1.0);
 }
+
+#[test]
+fn a_store_that_never_answers_is_said_once_in_the_log() {
+    let origin = Origin::start();
+    let dir = TestDir::new();
+    let metrics = free_addr();
+    let (_, digest) = new_key();
+    let keys = acme("rate_limit: { requests: 10, window_seconds: 60 }", &digest);
+    let mut yaml = GatewayConfig::new(origin.addr).metrics(metrics).yaml();
+    yaml.push_str(&format!(
+        "limits:\n  store:\n    redis: {{ url: \"redis://{}/0\", timeout_ms: 50, sync_interval_ms: 100 }}\n    on_error: closed\n",
+        free_addr()
+    ));
+    let mut gw = Gateway::start(&dir, &yaml, &keys);
+    gw.wait_ready(metrics);
+    gw.wait_log("limit store not answering since start (", 1);
+    scrape_until(metrics, "keygate_limit_store_up", 0.0);
+    // Several failed syncs later, still one line.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        gw.log()
+            .matches("limit store not answering since start")
+            .count(),
+        1,
+        "{}",
+        gw.log()
+    );
+}
