@@ -23,6 +23,10 @@
 //!
 //! What does *not* live here: probing (`crate::health`), peers and TLS
 //! (`crate::state`), retries (`crate::proxy`).
+//!
+//! Over the ~400-line guideline because server selection, health and ejection share one
+//! lock-free per-server structure whose state machine is documented here as a whole
+//! (tests are in `balance/tests.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -25,6 +25,10 @@
 //! A fleet of instances shares its counters through a [`Fleet`] (see [`shared`]): each
 //! counter then also holds what the other instances counted at the last sync, and a
 //! quota counter the lease of the quota this instance holds; the decision stays local.
+//!
+//! Over the ~400-line guideline because the sliding-window counter, quotas, check-then-
+//! commit and the RateLimit field syntax are one algorithm whose invariants are
+//! documented together (the fleet's share is in `limits/shared.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

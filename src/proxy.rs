@@ -24,6 +24,10 @@
 //! - `fields`: the rate-limit and expiry-warning fields, and refusal details;
 //! - `timeouts`: the 408 for a request head that never completed;
 //! - `warnings`: rate-limited warnings and debug lines about origins.
+//!
+//! Over the ~400-line guideline because the `ProxyHttp` phases stay in one impl so their
+//! order reads top to bottom; each phase is a few lines calling out to `proxy/*` and the
+//! pure decisions.
 
 mod ctx;
 mod fields;

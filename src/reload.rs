@@ -10,6 +10,9 @@
 //! With `server.watch_files`, a change of the files ([`watch`]) starts the same
 //! reload once the files have been quiet for [`WATCH_DEBOUNCE`]; one loop handles
 //! both triggers, so two reloads never run at once.
+//!
+//! Over the ~400-line guideline because SIGHUP and file-watch triggers share one reload
+//! loop and its notifications.
 
 pub mod watch;
 

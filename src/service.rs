@@ -17,6 +17,9 @@
 //! - Stopping is announced in keygate's words (`STOPPING=1`, one log line);
 //!   Pingora's own start and stop lines are `debug` (see [`crate::logging`]).
 //! - SIGUSR1 reopens the access-log file ([`LogReopener`]), for logrotate.
+//!
+//! Over the ~400-line guideline because the systemd protocol (notify, reload --wait,
+//! status) is one conversation, kept in one place.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -61,6 +61,19 @@ struct Input<R> {
 }
 
 impl<R: Read> Input<R> {
+    /// Read `reader` from its start.
+    fn new(reader: R) -> Self {
+        Input {
+            reader,
+            buf: Vec::with_capacity(CHUNK),
+            pos: 0,
+            base: 0,
+            line: 1,
+            line_start: 0,
+            keep: None,
+        }
+    }
+
     /// Read another chunk, dropping what is no longer needed; false at the end.
     fn fill(&mut self) -> io::Result<bool> {
         let drop_to = self.keep.unwrap_or(self.pos).min(self.pos);
@@ -211,15 +224,7 @@ pub(super) fn consumer_starts<R: Read>(
     reader: R,
     last: usize,
 ) -> io::Result<Option<Vec<(usize, usize)>>> {
-    let mut input = Input {
-        reader,
-        buf: Vec::with_capacity(CHUNK),
-        pos: 0,
-        base: 0,
-        line: 1,
-        line_start: 0,
-        keep: None,
-    };
+    let mut input = Input::new(reader);
     if !input.expect(b'{')? || input.skip_ws()? != Some(b'"') {
         return Ok(None);
     }
@@ -258,15 +263,7 @@ pub(super) fn consumers<R: Read>(
         path: file.to_path_buf(),
         source,
     };
-    let mut input = Input {
-        reader: open().map_err(read_error)?,
-        buf: Vec::with_capacity(CHUNK),
-        pos: 0,
-        base: 0,
-        line: 1,
-        line_start: 0,
-        keep: None,
-    };
+    let mut input = Input::new(open().map_err(read_error)?);
     match input.skip_ws().map_err(read_error)? {
         None => return Ok(Json::Blank),
         Some(b'{') => {}

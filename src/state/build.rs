@@ -5,6 +5,9 @@
 //! adding what it finds wrong to one [`Problems`] list, so an operator sees
 //! every problem of a configuration at once. Only a configuration without
 //! problems becomes a [`State`].
+//!
+//! Over the ~400-line guideline because server settings, listeners and the secret are
+//! validated here in one pass so that every problem is reported at once.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -1,4 +1,8 @@
 //! Routes: validated names, canonical hosts and path prefixes, resolved upstreams.
+//!
+//! Over the ~400-line guideline because validating and preparing routes (match, methods,
+//! rewrites, timeouts, limits, CORS) is one procedure whose problems are reported
+//! together.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,6 +1,10 @@
 //! Upstreams: servers resolved once, a peer built once per server, origin TLS trust
 //! prepared, health checks validated, and each server's health carried over from the
 //! previous state when the server remains.
+//!
+//! Over the ~400-line guideline because validating and preparing an upstream (servers,
+//! addresses, TLS trust, health checks, ejection) is one procedure whose problems are
+//! reported together.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
