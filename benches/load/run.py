@@ -3,7 +3,9 @@
 
 CPU per request is the gateway process's user+system time (from /proc/<pid>/stat) over the
 run divided by the requests wrk completed; peak RSS is VmHWM. Every gateway runs one worker
-thread pinned to CPU 0; the origin (nginx, one worker) and wrk (-t1 -c64) share CPU 1.
+thread pinned to CPU 0; the origin (nginx, one worker) and wrk (-t1 -c64) share CPU 1, and so
+does the redis-server that --store starts (so the store's own work is never charged to, nor
+competes with, the gateway's core).
 """
 import argparse
 import hashlib
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEYGATE = os.path.join(ROOT, "target/release/keygate")
@@ -60,13 +63,25 @@ def hwm_kib(pid):
     return 0
 
 
+def exit_on_signals():
+    """SIGTERM and SIGHUP end the script through SystemExit, so `finally` blocks stop what it
+    started (SIGINT already raises KeyboardInterrupt)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda n, _f: sys.exit(128 + n))
+
+
 class Server:
     def __init__(self, name, argv, port, cpu, env=None, log=None):
         self.name, self.port = name, port
         full_env = dict(os.environ, **(env or {}))
         self.proc = subprocess.Popen(["taskset", "-c", str(cpu)] + argv, env=full_env,
                                      stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL)
-        wait_port(port)
+        try:
+            wait_port(port)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
         # taskset execs the target, so the pid is the server's own.
         self.pid = self.proc.pid
 
@@ -74,6 +89,78 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+
+
+def start_redis(work, cpu):
+    """A redis-server on a free loopback port, pinned to `cpu`, without persistence."""
+    port = free_port()
+    d = os.path.join(work, f"redis-{port}")
+    os.makedirs(d, exist_ok=True)
+    return Server("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                            "--save", "", "--appendonly", "no", "--daemonize", "no",
+                            "--dir", d, "--logfile", ""], port, cpu)
+
+
+def redis_cmd(port, *args):
+    """One command to the redis-server on `port`; a simple or bulk reply as text, an
+    integer as int, an array as a list, an error raised. Enough RESP for INFO, GET, SCAN."""
+    with socket.create_connection(("127.0.0.1", port), 5) as s:
+        s.sendall(f"*{len(args)}\r\n".encode()
+                  + b"".join(f"${len(str(a).encode())}\r\n{a}\r\n".encode() for a in args))
+        f = s.makefile("rb")
+
+        def reply():
+            line = f.readline().rstrip(b"\r\n")
+            kind, rest = line[:1], line[1:].decode()
+            if kind == b"+":
+                return rest
+            if kind == b"-":
+                raise RuntimeError(f"redis {args[0]}: {rest}")
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                n = int(rest)
+                return None if n < 0 else f.read(n + 2)[:-2].decode()
+            if kind == b"*":
+                n = int(rest)
+                return None if n < 0 else [reply() for _ in range(n)]
+            raise RuntimeError(f"redis {args[0]}: unexpected reply {line!r}")
+        return reply()
+
+
+def redis_commands(port):
+    """Commands the server has processed so far, per command (INFO commandstats), without
+    the INFO calls that read them."""
+    calls = {}
+    for line in redis_cmd(port, "INFO", "commandstats").splitlines():
+        m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
+        if m and m.group(1) != "info":
+            calls[m.group(1)] = int(m.group(2))
+    return calls
+
+
+def redis_delta(before, after):
+    return {c: n - before.get(c, 0) for c, n in after.items() if n - before.get(c, 0)}
+
+
+def store_section(redis_port, sync_ms, prefix):
+    """The `limits:` block of keygate.yaml that shares limits through `redis_port`."""
+    return (f'limits: {{ store: {{ redis: {{ url: "redis://127.0.0.1:{redis_port}/0",'
+            f' sync_interval_ms: {sync_ms}, key_prefix: "{prefix}" }} }} }}\n')
+
+
+def wait_store_up(metrics_port, name, deadline=15):
+    """Wait until keygate's `keygate_limit_store_up` gauge is 1 (its first sync succeeded)."""
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1) as r:
+                if re.search(r"^keygate_limit_store_up 1\b", r.read().decode(), re.M):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{name}: keygate_limit_store_up never reached 1 (is the store reachable?)")
 
 
 def nginx_conf(work, name, body):
@@ -131,11 +218,21 @@ def wrk(port, header, seconds):
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "errors": "Socket errors" in out}
 
 
-def measure(server, header, seconds, expect_2xx):
-    """Run wrk against `server` and charge the CPU time of `server.pid` to its requests."""
+def measure(server, header, seconds, expect_2xx, redis_port=None):
+    """Run wrk against `server` and charge the CPU time of `server.pid` to its requests.
+
+    With `redis_port`, also count the commands that redis-server processed meanwhile
+    (INFO commandstats before and after), per second of the run."""
+    calls = redis_commands(redis_port) if redis_port else None
+    t0 = time.monotonic()
     before = cpu_ticks(server.pid)
     r = wrk(server.port, header, seconds)
     used = cpu_ticks(server.pid) - before
+    if redis_port:
+        elapsed = time.monotonic() - t0
+        delta = redis_delta(calls, redis_commands(redis_port))
+        r["redis_cmds_per_s"] = sum(delta.values()) / elapsed
+        r["redis_cmds"] = delta
     r["cpu_us_per_req"] = used / TICK * 1e6 / max(r["requests"], 1)
     r["rss_mib"] = hwm_kib(server.pid) / 1024
     ok = (r["non2xx"] == 0) if expect_2xx else (r["non2xx"] == r["requests"] or r["non2xx"] > 0)
@@ -160,12 +257,16 @@ def make_tls_origin_certs(work):
     return os.path.join(d, "ca.pem")
 
 
-def run_keygate(work, label, binary, kpath, upstream, upstream_extra, good, bad, seconds, record, what):
+def run_keygate(work, label, binary, kpath, upstream, upstream_extra, good, bad, seconds, record, what,
+                redis_port=None, sync_ms=250):
     """Start `binary` with auth, metrics and access log on; measure the 200 (and 401) path.
 
     `upstream` is one address, or a list of addresses: servers of weight 1 with HTTP
-    health checks."""
+    health checks. With `redis_port`, limits are shared through that redis-server
+    (`limits.store`), measuring starts once keygate's first sync succeeded, and the
+    server's commands per second are recorded with each run."""
     kport = free_port()
+    mport = free_port()
     cfg = os.path.join(work, f"{label}.yaml")
     if isinstance(upstream, list):
         servers = ", ".join(f'{{ address: "{a}" }}' for a in upstream)
@@ -173,19 +274,26 @@ def run_keygate(work, label, binary, kpath, upstream, upstream_extra, good, bad,
     else:
         where = f'address: "{upstream}"'
     with open(cfg, "w") as f:
-        f.write(f"""server: {{ listen: ["127.0.0.1:{kport}"], threads: 1, metrics_listen: "127.0.0.1:{free_port()}" }}
+        f.write(f"""server: {{ listen: ["127.0.0.1:{kport}"], threads: 1, metrics_listen: "127.0.0.1:{mport}" }}
 secret: {{ env: KEYGATE_SHARED_SECRET }}
 auth: {{ keys_file: {kpath}, brute_force: {{ max_failures: 0 }} }}
 upstreams: {{ origin: {{ {where}{upstream_extra} }} }}
 routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
 """)
+        if redis_port:
+            # A prefix of its own per run: no count or heartbeat of an earlier run is seen.
+            f.write(store_section(redis_port, sync_ms, f"bench-{kport}:"))
     with open(os.path.join(work, f"{label}.log"), "w") as log:
         kg = Server(label, [binary, "run", "-c", cfg], kport, 0,
                     env={"KEYGATE_SHARED_SECRET": SECRET, "KEYGATE_LOG": "info"}, log=log)
-        record(f"{label} 200 ({what})", measure(kg, good, seconds, True))
-        if bad:
-            record(f"{label} 401 ({what})", measure(kg, bad, seconds, False))
-        kg.stop()
+        try:
+            if redis_port:
+                wait_store_up(mport, label)
+            record(f"{label} 200 ({what})", measure(kg, good, seconds, True, redis_port))
+            if bad:
+                record(f"{label} 401 ({what})", measure(kg, bad, seconds, False, redis_port))
+        finally:
+            kg.stop()
 
 
 def reload_under_load(work, origin_port, args):
@@ -263,7 +371,17 @@ def main():
                     help="also measure this keygate (200 path) with a two-server upstream: the same"
                          " nginx origin on two ports, weights 1:1, HTTP health checks; labelled"
                          " 'two-servers', compared with the one-server 'keygate' of the same rounds")
+    ap.add_argument("--store", action="store_true",
+                    help="also measure this keygate with the limits of --limits (implied) shared"
+                         " through a redis-server the script starts (limits.store), labelled"
+                         " 'store', compared with 'limits' (local) of the same rounds; reports the"
+                         " Redis commands per second per instance")
+    ap.add_argument("--sync-ms", type=int, default=250,
+                    help="limits.store.redis.sync_interval_ms for --store (default 250, keygate's default)")
     args = ap.parse_args()
+    if args.store:
+        args.limits = True
+    exit_on_signals()
     work = tempfile.mkdtemp(prefix="keygate-load-")
     servers = []
     try:
@@ -282,6 +400,11 @@ def main():
     location / {{ if ($http_x_shared_secret != "{SECRET}") {{ return 401; }}
                   default_type application/json; return 200 '{{"ok":true}}'; }} }}""")], origin_port, 1)
         servers.append(origin)
+        redis = None
+        if args.store:
+            # With the origin and wrk on CPU 1: the gateway's core 0 is left to the gateway.
+            redis = start_redis(work, 1)
+            servers.append(redis)
         keygates = [("keygate", KEYGATE)] + ([("baseline", args.baseline)] if args.baseline else [])
         results = {}
         sizes = [10, args.keys_large]
@@ -292,12 +415,15 @@ def main():
         two = [one, f"127.0.0.1:{origin_port2}"]
 
         def keygate_runs(n):
-            """(label, binary, keys file, upstream, 401 too) for every keygate measured on `n` keys."""
-            runs = [(label, binary, keysets[n][1], one, True) for label, binary in keygates]
+            """(label, binary, keys file, upstream, 401 too, redis port) for every keygate
+            measured on `n` keys."""
+            runs = [(label, binary, keysets[n][1], one, True, None) for label, binary in keygates]
             if args.limits:
-                runs.append(("limits", KEYGATE, limited[n], one, True))
+                runs.append(("limits", KEYGATE, limited[n], one, True, None))
+            if args.store:
+                runs.append(("store", KEYGATE, limited[n], one, True, redis.port))
             if args.two_servers:
-                runs.append(("two-servers", KEYGATE, keysets[n][1], two, False))
+                runs.append(("two-servers", KEYGATE, keysets[n][1], two, False, None))
             return runs
 
         def good_hdr(n):
@@ -306,8 +432,12 @@ def main():
 
         def record(label, r):
             results.setdefault(label, []).append(r)
+            redis_note = ""
+            if "redis_cmds" in r:
+                each = " ".join(f"{c}={n}" for c, n in sorted(r["redis_cmds"].items()))
+                redis_note = f"  redis {r['redis_cmds_per_s']:.1f} cmd/s ({each or 'none'})"
             print(f"  {label:<28} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms"
-                  f"  {r['cpu_us_per_req']:.1f} us CPU/req  RSS {r['rss_mib']:.0f} MiB", flush=True)
+                  f"  {r['cpu_us_per_req']:.1f} us CPU/req  RSS {r['rss_mib']:.0f} MiB{redis_note}", flush=True)
 
         for rnd in range(args.rounds):
             print(f"round {rnd + 1}/{args.rounds}", flush=True)
@@ -319,9 +449,10 @@ def main():
                             args.seconds, record, "TLS origin, 10 keys")
             if args.skip_peers:
                 for n in sizes:
-                    for label, binary, kpath, upstream, rejects in keygate_runs(n):
+                    for label, binary, kpath, upstream, rejects, rport in keygate_runs(n):
                         run_keygate(work, label, binary, kpath, upstream, "", good_hdr(n),
-                                    bad_hdr if rejects else None, args.seconds, record, f"{n} keys")
+                                    bad_hdr if rejects else None, args.seconds, record, f"{n} keys",
+                                    rport, args.sync_ms)
                 continue
             # the framework floor
             pport = free_port()
@@ -353,16 +484,18 @@ def main():
                 record(f"nginx 200 ({n} keys)", measure(ng, good_hdr(n), args.seconds, True))
                 record(f"nginx 401 ({n} keys)", measure(ng, bad_hdr, args.seconds, False))
                 ng.stop()
-                for label, binary, kp, upstream, rejects in keygate_runs(n):
+                for label, binary, kp, upstream, rejects, rport in keygate_runs(n):
                     run_keygate(work, label, binary, kp, upstream, "", good_hdr(n),
-                                bad_hdr if rejects else None, args.seconds, record, f"{n} keys")
+                                bad_hdr if rejects else None, args.seconds, record, f"{n} keys",
+                                rport, args.sync_ms)
 
         if args.reload_keys:
             reload_under_load(work, origin_port, args)
         if not results:
             return
 
-        med = {k: {f: statistics.median(r[f] for r in v) for f in v[0] if f not in ("errors",)} for k, v in results.items()}
+        med = {k: {f: statistics.median(r[f] for r in v) for f in v[0] if f not in ("errors", "redis_cmds")}
+               for k, v in results.items()}
         print("\n| run | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB |")
         print("|---|---|---|---|---|---|")
         for k, m in med.items():
@@ -385,6 +518,19 @@ def main():
                 each = ", ".join(f"{t['cpu_us_per_req'] / o['cpu_us_per_req']:.3f}x" for t, o in rounds)
                 print(f"{n} keys, 200 path: two-servers/one-server CPU per request"
                       f" {two_s['cpu_us_per_req'] / one_s['cpu_us_per_req']:.3f}x (per round: {each})")
+        if args.store:
+            print(f"(store: limits.store.redis on a redis-server pinned to CPU 1, sync_interval_ms {args.sync_ms})")
+            for n in sizes:
+                for path in ("200", "401"):
+                    st, lo = med[f"store {path} ({n} keys)"], med[f"limits {path} ({n} keys)"]
+                    runs = results[f"store {path} ({n} keys)"]
+                    each = ", ".join(f"{s['cpu_us_per_req'] / lo_['cpu_us_per_req']:.3f}x"
+                                     for s, lo_ in zip(runs, results[f"limits {path} ({n} keys)"]))
+                    cmds = ", ".join(f"{r['redis_cmds_per_s']:.1f}" for r in runs)
+                    print(f"{n} keys, {path} path: store/limits CPU per request"
+                          f" {st['cpu_us_per_req'] / lo['cpu_us_per_req']:.3f}x (per round: {each});"
+                          f" Redis {st['redis_cmds_per_s']:.1f} commands/s for the one instance at"
+                          f" {st['rps']:.0f} req/s (median; per round: {cmds})")
         if args.baseline:
             new, old = med["keygate 200 (TLS origin, 10 keys)"], med["baseline 200 (TLS origin, 10 keys)"]
             print(f"TLS origin, 200 path: keygate/baseline CPU per request"

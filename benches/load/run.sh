@@ -3,7 +3,11 @@
 # pass-through and keygate, side by side, interleaved over several rounds.
 #
 #   benches/load/run.sh [--rounds N] [--seconds S] [--keys-large N] [--skip-peers]
-#                       [--baseline BINARY] [--limits] [--two-servers] [--reload-keys N]
+#                       [--baseline BINARY] [--limits] [--store [--sync-ms MS]] [--two-servers]
+#                       [--reload-keys N]
+#
+# --store also starts a redis-server (loopback, ephemeral port, no persistence, pinned to
+# CPU 1) and measures keygate with its limits shared through it (see README "Performance").
 #
 # Installs nginx and wrk from Debian if missing, builds keygate and the pass-through in
 # release mode, pins each gateway to CPU 0 and the origin and load generator to CPU 1,
