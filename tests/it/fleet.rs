@@ -35,12 +35,23 @@ struct Member {
 /// Start an instance in front of `origin` sharing limits through `redis`, with
 /// `on_error` and the store's `extra` settings.
 fn member(origin: SocketAddr, redis: &Redis, on_error: &str, keys: &str) -> Member {
+    member_with(origin, redis, on_error, keys, "grace_period_seconds: 1")
+}
+
+/// [`member`] with `server` settings of its own (e.g. the PROXY protocol).
+fn member_with(
+    origin: SocketAddr,
+    redis: &Redis,
+    on_error: &str,
+    keys: &str,
+    server: &str,
+) -> Member {
     let dir = TestDir::new();
     let metrics = free_addr();
     let mut yaml = GatewayConfig::new(origin)
         .threads(2)
         .metrics(metrics)
-        .server("grace_period_seconds: 1")
+        .server(server)
         .yaml();
     yaml.push_str(&format!(
         "limits:\n  store:\n    redis: {{ url: \"{}\", timeout_ms: 80, sync_interval_ms: 100, key_prefix: \"kg:\" }}\n    on_error: {on_error}\n",
@@ -64,7 +75,22 @@ fn metric(m: &Member, series: &str, value: f64) {
 /// `n` requests with `key`, one at a time on one connection; the statuses, each
 /// request's duration checked against [`NO_STALL`].
 fn burst(addr: SocketAddr, key: &str, n: usize, pause: Duration) -> Vec<u16> {
+    burst_from(addr, None, key, n, pause)
+}
+
+/// [`burst`] on a connection that starts with a PROXY protocol `header` when given (a
+/// client behind an L4 balancer).
+fn burst_from(
+    addr: SocketAddr,
+    header: Option<&str>,
+    key: &str,
+    n: usize,
+    pause: Duration,
+) -> Vec<u16> {
     let mut c = Client::connect(addr);
+    if let Some(h) = header {
+        c.send_raw(h.as_bytes());
+    }
     (0..n)
         .map(|_| {
             let t = Instant::now();
@@ -79,14 +105,26 @@ fn burst(addr: SocketAddr, key: &str, n: usize, pause: Duration) -> Vec<u16> {
 /// From every address in `addrs`, `clients` parallel clients each send `n` requests
 /// `pause` apart; returns how many got 200.
 fn load(addrs: &[SocketAddr], key: &str, clients: usize, n: usize, pause: Duration) -> usize {
+    let plain: Vec<_> = addrs.iter().map(|&a| (a, None)).collect();
+    load_from(&plain, key, clients, n, pause)
+}
+
+/// [`load`] where each address may be reached through a PROXY protocol header.
+fn load_from(
+    addrs: &[(SocketAddr, Option<&'static str>)],
+    key: &str,
+    clients: usize,
+    n: usize,
+    pause: Duration,
+) -> usize {
     let ok = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = addrs
         .iter()
         .flat_map(|&a| std::iter::repeat_n(a, clients))
-        .map(|a| {
+        .map(|(a, header)| {
             let (ok, key) = (ok.clone(), key.to_string());
             std::thread::spawn(move || {
-                let s = burst(a, &key, n, pause);
+                let s = burst_from(a, header, &key, n, pause);
                 ok.fetch_add(s.iter().filter(|&&s| s == 200).count(), Ordering::Relaxed);
             })
         })
@@ -108,16 +146,31 @@ fn three_instances_share_one_consumer_rate_limit_within_the_documented_bound() {
         "rate_limit: { requests: 60, window_seconds: 3600 }",
         &digest,
     );
+    // The third instance sits behind an L4 balancer speaking the PROXY protocol.
+    let behind_l4 =
+        "grace_period_seconds: 1\nproxy_protocol: required\ntrusted_proxies: [\"127.0.0.1/32\"]";
     let fleet: Vec<Member> = (0..3)
-        .map(|_| member(origin.addr, &redis, "local", &keys))
+        .map(|i| {
+            let server = if i == 2 {
+                behind_l4
+            } else {
+                "grace_period_seconds: 1"
+            };
+            member_with(origin.addr, &redis, "local", &keys, server)
+        })
         .collect();
     for m in &fleet {
         metric(m, "keygate_limit_store_up", 1.0);
     }
     // 3 instances × 2 clients × 1 request per 20 ms: about 10 requests per instance per
     // 100 ms sync interval, so the documented bound is 60 + 2 × 10 = 80.
-    let addrs: Vec<SocketAddr> = fleet.iter().map(|m| m.gw.addr).collect();
-    let admitted = load(&addrs, &key, 2, 40, Duration::from_millis(20));
+    const CLIENT: &str = "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n";
+    let addrs: Vec<(SocketAddr, Option<&'static str>)> = fleet
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.gw.addr, (i == 2).then_some(CLIENT)))
+        .collect();
+    let admitted = load_from(&addrs, &key, 2, 40, Duration::from_millis(20));
     assert!(admitted >= 60, "the fleet used its whole limit: {admitted}");
     assert!(
         admitted <= 100,
@@ -134,6 +187,13 @@ fn three_instances_share_one_consumer_rate_limit_within_the_documented_bound() {
     for m in &fleet {
         metric(m, "keygate_limit_store_instances", 3.0);
     }
+    // The balanced instance read a header on both its connections and served its share.
+    metric(
+        &fleet[2],
+        "keygate_proxy_protocol_connections_total{outcome=\"header\"}",
+        2.0,
+    );
+    fleet[2].gw.wait_log("client=203.0.113.7", 1);
 }
 
 #[test]
