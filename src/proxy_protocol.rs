@@ -107,15 +107,17 @@ fn starts_like(buf: &[u8], pattern: &[u8]) -> bool {
 fn parse_v1(buf: &[u8]) -> Result<Parsed, HeaderError> {
     let window = &buf[..buf.len().min(V1_MAX_BYTES)];
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
-        return if buf.len() >= V1_MAX_BYTES {
-            Err(HeaderError::TooLong)
-        } else if window
+        // A byte that can never be in a header decides first, so that a prefix and the
+        // whole agree on why they are refused (the fuzzer checks it).
+        return if !window
             .iter()
             .all(|&b| b == b'\r' || b == b' ' || b.is_ascii_graphic())
         {
-            Ok(Parsed::Incomplete)
-        } else {
             Err(HeaderError::MalformedV1)
+        } else if buf.len() >= V1_MAX_BYTES {
+            Err(HeaderError::TooLong)
+        } else {
+            Ok(Parsed::Incomplete)
         };
     };
     // The line ends in CRLF, and holds no other control character.
