@@ -91,42 +91,8 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
         )]),
         limits: crate::config::LimitsConfig::default(),
         routes: vec![
-            RouteConfig {
-                name: "public".into(),
-                host: None,
-                path_prefix: "/public".into(),
-                upstream: "demo-origin".into(),
-                auth: AuthMode::None,
-                scopes: Vec::new(),
-                default_rate_limit: None,
-                default_quota: None,
-                consumer_limits: true,
-                methods: None,
-                strip_prefix: false,
-                rewrite_prefix: None,
-                connect_timeout_ms: None,
-                read_timeout_ms: None,
-                max_request_body_bytes: None,
-                cors: None,
-            },
-            RouteConfig {
-                name: "api".into(),
-                host: None,
-                path_prefix: "/".into(),
-                upstream: "demo-origin".into(),
-                auth: AuthMode::Required,
-                scopes: Vec::new(),
-                default_rate_limit: None,
-                default_quota: None,
-                consumer_limits: true,
-                methods: None,
-                strip_prefix: false,
-                rewrite_prefix: None,
-                connect_timeout_ms: None,
-                read_timeout_ms: None,
-                max_request_body_bytes: None,
-                cors: None,
-            },
+            demo_route("public", "/public", AuthMode::None),
+            demo_route("api", "/", AuthMode::Required),
         ],
     };
     let keys = KeysFile {
@@ -191,4 +157,26 @@ pub fn run(listen: &str) -> Result<(), DemoError> {
          Press Ctrl-C to stop."
     );
     gateway.run_forever();
+}
+
+/// A demo route to the demo origin: `name` on `path_prefix` with `auth`, nothing else set.
+fn demo_route(name: &str, path_prefix: &str, auth: AuthMode) -> RouteConfig {
+    RouteConfig {
+        name: name.into(),
+        host: None,
+        path_prefix: path_prefix.into(),
+        upstream: "demo-origin".into(),
+        auth,
+        scopes: Vec::new(),
+        default_rate_limit: None,
+        default_quota: None,
+        consumer_limits: true,
+        methods: None,
+        strip_prefix: false,
+        rewrite_prefix: None,
+        connect_timeout_ms: None,
+        read_timeout_ms: None,
+        max_request_body_bytes: None,
+        cors: None,
+    }
 }

@@ -170,11 +170,11 @@ impl ProxyHttp for ApiKeyProxy {
         // A shared quota this instance holds no lease for (yet, or any more): ask for one
         // at once and judge again after each lease round, until the store's timeout (a
         // round's block may go to concurrent requests first: wait for the next one).
-        if let Some(fleet) = ctx.state.fleet.clone() {
+        let unavailable =
+            |a: &Admission| matches!(a, Admission::Reject(r) if r.code == Code::LimitsUnavailable);
+        if let (Some(fleet), true) = (ctx.state.fleet.as_deref(), unavailable(&admission)) {
             let deadline = tokio::time::Instant::now() + fleet.timeout();
-            while matches!(&admission, Admission::Reject(r) if r.code == Code::LimitsUnavailable)
-                && fleet.is_up()
-            {
+            while unavailable(&admission) && fleet.is_up() {
                 let round = fleet.lease_round.notified();
                 fleet.lease_wanted.notify_one();
                 let in_time = tokio::time::timeout_at(deadline, round).await.is_ok();
