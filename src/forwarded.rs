@@ -11,7 +11,6 @@
 //! `X-Forwarded-Host` and `X-Forwarded-Port` are kept when they are valid.
 //! IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) are treated as IPv4.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{HeaderMap, HeaderValue};
@@ -164,7 +163,7 @@ pub fn forwarded(
         for_: client.peer.and_then(|p| ip_value(p, None)),
         proto: own_proto.clone(),
         host: host.and_then(|h| HeaderValue::from_bytes(h).ok()),
-        port: local_port.and_then(|p| HeaderValue::from_str(&p.to_string()).ok()),
+        port: local_port.map(HeaderValue::from),
     };
     if !client.via_trusted_proxy {
         return f;
@@ -198,7 +197,7 @@ pub fn forwarded(
             .ok()
             .and_then(|s| s.parse::<u16>().ok())
         {
-            f.port = HeaderValue::from_str(&p.to_string()).ok().or(f.port);
+            f.port = Some(HeaderValue::from(p));
         }
     }
     f
@@ -213,8 +212,8 @@ fn single<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Option<&'h [u8
 }
 
 fn ip_value(ip: IpAddr, prefix: Option<String>) -> Option<HeaderValue> {
-    let mut s = prefix.unwrap_or_default();
-    let _ = write!(s, "{ip}");
+    let mut s = prefix.unwrap_or_else(|| String::with_capacity(48));
+    crate::text::push_ip(ip, &mut s);
     HeaderValue::from_str(&s).ok()
 }
 

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("access", 0),
     ("cors", 0),
     ("timestamp", 0),
+    ("text", 0),
     ("limits", 1),
     ("headers", 0),
     ("host", 0),

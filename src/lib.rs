@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! leaves      apikey access cors timestamp balance → limits headers host path limiter
-//!             problem request_id yaml metrics tls proxy_protocol
+//!             problem request_id yaml metrics tls proxy_protocol text
 //! files       config logging forwarded
 //! keys        keystore
 //! state       state                   (validated, prepared, immutable snapshot)
@@ -29,6 +29,7 @@
 //! - [`access`]: method and scope sets;
 //! - [`cors`]: the CORS protocol for browser clients (preflights, response headers);
 //! - [`timestamp`]: RFC 3339 and HTTP-date helpers;
+//! - [`text`]: integers and IP addresses as text, without `core::fmt`;
 //! - [`limits`]: rate-limit and quota counters (count admitted requests only);
 //! - [`headers`]: every header name keygate sets, and those it removes from clients;
 //! - [`host`], [`path`]: the canonical host and path routes match and origins receive;
@@ -102,6 +103,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod telemetry;
+pub mod text;
 pub mod timestamp;
 pub mod tls;
 pub mod yaml;

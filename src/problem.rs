@@ -156,18 +156,25 @@ impl Code {
         }
     }
 
-    /// The `WWW-Authenticate` challenge for 401s (RFC 6750).
-    pub fn www_authenticate(self) -> Option<&'static str> {
+    /// The `WWW-Authenticate` challenge for 401s (RFC 6750), built at compile time.
+    pub fn www_authenticate_value(self) -> Option<&'static http::HeaderValue> {
+        static MISSING: http::HeaderValue =
+            http::HeaderValue::from_static(r#"Bearer realm="keygate""#);
+        static INVALID: http::HeaderValue =
+            http::HeaderValue::from_static(r#"Bearer realm="keygate", error="invalid_token""#);
         match self {
-            Code::MissingApiKey => Some(r#"Bearer realm="keygate""#),
+            Code::MissingApiKey => Some(&MISSING),
             Code::InvalidApiKey
             | Code::ExpiredApiKey
             | Code::DisabledApiKey
-            | Code::AmbiguousCredentials => {
-                Some(r#"Bearer realm="keygate", error="invalid_token""#)
-            }
+            | Code::AmbiguousCredentials => Some(&INVALID),
             _ => None,
         }
+    }
+
+    /// The `WWW-Authenticate` challenge for 401s (RFC 6750), as text.
+    pub fn www_authenticate(self) -> Option<&'static str> {
+        self.www_authenticate_value().and_then(|v| v.to_str().ok())
     }
 
     /// The JSON body for this code and request id.

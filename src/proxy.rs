@@ -62,10 +62,15 @@ use crate::timestamp;
 
 pub use ctx::{Attempt, RequestCtx};
 pub use fields::{detail, insert_cors, insert_credential_fields};
-pub use respond::{drain_timeout, failure_code, keep_alive_after_rejection, MAX_DRAIN_BYTES};
+pub use respond::{
+    drain_timeout, failure_code, keep_alive_after_rejection, problem_response, MAX_DRAIN_BYTES,
+};
 pub use rewrite::{rewrite_upstream_headers, Rewrite};
 pub use timeouts::Timeouts;
 pub use warnings::{duplicates_access_line, REJECTION_WARNING_PERIOD, UPSTREAM_TARGET};
+
+/// `x-request-id` as the case-keeping map of an origin's response takes it without a copy.
+static X_REQUEST_ID_NAME: Bytes = Bytes::from_static(b"x-request-id");
 
 /// The gateway: holds the shared state handle and the brute-force table, nothing per request.
 pub struct ApiKeyProxy {
@@ -473,7 +478,8 @@ impl ProxyHttp for ApiKeyProxy {
                 insert_cors(upstream_response, cors, ctx.origin.as_ref())?;
             }
         }
-        upstream_response.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())
+        // A static name: Pingora's case-keeping insert would copy a `HeaderName`'s bytes.
+        upstream_response.insert_header(X_REQUEST_ID_NAME.clone(), ctx.request_id.clone())
     }
 
     async fn fail_to_proxy(

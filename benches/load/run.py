@@ -296,6 +296,44 @@ routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
             kg.stop()
 
 
+def pingap_conf(work, n, keys, origin_port, port):
+    """pingap 0.13.1 as an API-key gateway: its `key_auth` plugin on `x-api-key` (hiding the
+    credential from the origin), the shared secret added by the location, one worker thread,
+    no access log (its default: the cheapest setting)."""
+    d = os.path.join(work, f"pingap-{n}")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "pingap.toml")
+    with open(conf, "w") as f:
+        f.write(f"""[basic]
+threads = 1
+log_level = "warn"
+pid_file = "{d}/pingap.pid"
+upgrade_sock = "{d}/upgrade.sock"
+grace_period = "1s"
+graceful_shutdown_timeout = "1s"
+
+[upstreams.origin]
+addrs = ["127.0.0.1:{origin_port}"]
+
+[plugins.auth]
+category = "key_auth"
+header = "x-api-key"
+hide_credentials = true
+keys = [{", ".join(json.dumps(k) for k in keys)}]
+
+[locations.api]
+upstream = "origin"
+plugins = ["auth"]
+proxy_set_headers = ["x-shared-secret:{SECRET}"]
+
+[servers.gw]
+addr = "127.0.0.1:{port}"
+locations = ["api"]
+threads = 1
+""")
+    return conf
+
+
 def reload_under_load(work, origin_port, args):
     """p99 latency with and without SIGHUP reloads of a large keys file, under load."""
     n = args.reload_keys
@@ -362,6 +400,8 @@ def main():
     ap.add_argument("--baseline", metavar="BINARY",
                     help="another keygate binary (e.g. a release build of an earlier commit) measured"
                          " in the same rounds, on the same configurations, labelled 'baseline'")
+    ap.add_argument("--pingap", metavar="BINARY",
+                    help="also measure pingap (a build of pingap 0.13.1) with its key_auth plugin")
     ap.add_argument("--skip-peers", action="store_true",
                     help="measure only keygate (and --baseline): no nginx gateway, no Pingora floors")
     ap.add_argument("--limits", action="store_true",
@@ -484,6 +524,13 @@ def main():
                 record(f"nginx 200 ({n} keys)", measure(ng, good_hdr(n), args.seconds, True))
                 record(f"nginx 401 ({n} keys)", measure(ng, bad_hdr, args.seconds, False))
                 ng.stop()
+                if args.pingap:
+                    pg_port = free_port()
+                    pg = Server("pingap", [args.pingap, "-c", pingap_conf(work, n, keys, origin_port, pg_port)],
+                                pg_port, 0)
+                    record(f"pingap 200 ({n} keys)", measure(pg, good_hdr(n), args.seconds, True))
+                    record(f"pingap 401 ({n} keys)", measure(pg, bad_hdr, args.seconds, False))
+                    pg.stop()
                 for label, binary, kp, upstream, rejects, rport in keygate_runs(n):
                     run_keygate(work, label, binary, kp, upstream, "", good_hdr(n),
                                 bad_hdr if rejects else None, args.seconds, record, f"{n} keys",
@@ -544,6 +591,16 @@ def main():
             k4, n4 = med[f"keygate 401 ({n} keys)"]["cpu_us_per_req"], med[f"nginx 401 ({n} keys)"]["cpu_us_per_req"]
             print(f"{n} keys: keygate/nginx CPU per request: 200 path {k2 / n2:.2f}x, 401 path {k4 / n4:.2f}x;"
                   f" keygate/Pingora floor: 200 path {k2 / floor:.2f}x, 401 path {k4 / floor401:.2f}x")
+            if args.pingap:
+                p2 = med[f"pingap 200 ({n} keys)"]["cpu_us_per_req"]
+                p4 = med[f"pingap 401 ({n} keys)"]["cpu_us_per_req"]
+                print(f"{n} keys: pingap/nginx CPU per request: 200 path {p2 / n2:.2f}x, 401 path {p4 / n4:.2f}x;"
+                      f" keygate/pingap: 200 path {k2 / p2:.3f}x, 401 path {k4 / p4:.3f}x")
+        if len(sizes) == 2:
+            for path in ("200", "401"):
+                small = med[f"keygate {path} ({sizes[0]} keys)"]["cpu_us_per_req"]
+                large = med[f"keygate {path} ({sizes[1]} keys)"]["cpu_us_per_req"]
+                print(f"keygate {path} path: {sizes[1]} keys / {sizes[0]} keys CPU per request {large / small:.3f}x")
         print("(* Pingora floors: a bare ProxyHttp that forwards with no key check, and one that answers"
               " a fixed 401 from request_filter; 'direct' CPU is the origin's own)")
     finally:

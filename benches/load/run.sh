@@ -2,9 +2,12 @@
 # Load benchmark: direct-to-origin, nginx as an API-key gateway, a bare Pingora
 # pass-through and keygate, side by side, interleaved over several rounds.
 #
-#   benches/load/run.sh [--rounds N] [--seconds S] [--keys-large N] [--skip-peers]
+#   benches/load/run.sh [--rounds N] [--seconds S] [--keys-large N] [--skip-peers] [--pingap BINARY]
 #                       [--baseline BINARY] [--limits] [--store [--sync-ms MS]] [--two-servers]
 #                       [--reload-keys N]
+#
+# --pingap measures a pingap 0.13.1 binary (built from its source, not by this script) with
+# its key_auth plugin beside nginx, at both key-set sizes (see README "Performance").
 #
 # --store also starts a redis-server (loopback, ephemeral port, no persistence, pinned to
 # CPU 1) and measures keygate with its limits shared through it (see README "Performance").

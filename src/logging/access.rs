@@ -81,7 +81,8 @@ fn text(r: &AccessRecord<'_>, out: &mut String) {
         Some(p) => escape_for_log(p, out),
         None => out.push('-'),
     }
-    let _ = write!(out, " status={}", r.status);
+    out.push_str(" status=");
+    crate::text::push_int(r.status, out);
     for (name, value) in [
         (" route=", r.route),
         (" consumer=", r.consumer),
@@ -97,7 +98,8 @@ fn text(r: &AccessRecord<'_>, out: &mut String) {
     escape_for_log(r.request_id, out);
     match r.client {
         Some(ip) => {
-            let _ = write!(out, " client={ip}");
+            out.push_str(" client=");
+            crate::text::push_ip(ip, out);
         }
         None => out.push_str(" client=-"),
     }
@@ -151,7 +153,7 @@ fn json(r: &AccessRecord<'_>, out: &mut String) {
     if r.status == 0 {
         out.push_str("null");
     } else {
-        let _ = write!(out, "{}", r.status);
+        crate::text::push_int(r.status, out);
     }
     for (name, value) in [
         (",\"route\":", r.route),
@@ -169,7 +171,9 @@ fn json(r: &AccessRecord<'_>, out: &mut String) {
     out.push_str("\",\"client\":");
     match r.client {
         Some(ip) => {
-            let _ = write!(out, "\"{ip}\"");
+            out.push('"');
+            crate::text::push_ip(ip, out);
+            out.push('"');
         }
         None => out.push_str("null"),
     }
@@ -198,8 +202,7 @@ fn json(r: &AccessRecord<'_>, out: &mut String) {
 
 /// Milliseconds with three decimals (microsecond resolution): `7.265`.
 fn duration_ms(d: Duration, out: &mut String) {
-    let us = d.as_micros();
-    let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
+    crate::text::push_millis(d.as_micros(), out);
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -219,7 +222,13 @@ fn percent(b: u8, out: &mut String) {
 /// other byte as `%XX`, so raw UTF-8 shows as its percent-encoded bytes and a log
 /// reader can never mistake it for an escape that was let through.
 pub fn escape_for_log(bytes: &[u8], out: &mut String) {
-    for &b in bytes {
+    // Most values need no escape: copy the plain run in one go.
+    let run = bytes.iter().position(|&b| !plain(b)).unwrap_or(bytes.len());
+    let (head, rest) = bytes.split_at(run);
+    if let Ok(s) = std::str::from_utf8(head) {
+        out.push_str(s);
+    }
+    for &b in rest {
         if plain(b) {
             out.push(char::from(b));
         } else {

@@ -1,7 +1,7 @@
 //! What keygate tells a client about its credential on the way back: the rate-limit
 //! fields, the expiry warning, and the `detail` of a refusal.
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use pingora::http::ResponseHeader;
 use pingora::Result;
@@ -15,6 +15,56 @@ use crate::problem::Code;
 use crate::state::State;
 use crate::timestamp;
 
+/// The fields of a response keygate adds to: an origin's response (Pingora's
+/// [`ResponseHeader`], which keeps the origin's spelling of each name) or one of
+/// keygate's own answers (a plain [`HeaderMap`], without the cost of that bookkeeping).
+pub trait ResponseFields {
+    /// Whether any value is set for `name`.
+    fn has(&self, name: &HeaderName) -> bool;
+    /// Set `name` to `value`, replacing earlier values.
+    ///
+    /// # Errors
+    /// Pingora's `InvalidHTTPHeader` when the map would pass `http`'s size limit.
+    fn set(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()>;
+    /// Add `value` to `name`, keeping earlier values.
+    ///
+    /// # Errors
+    /// Pingora's `InvalidHTTPHeader` when the map would pass `http`'s size limit.
+    fn add(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()>;
+    /// Remove every value of `name`.
+    fn unset(&mut self, name: &HeaderName);
+}
+
+impl ResponseFields for ResponseHeader {
+    fn has(&self, name: &HeaderName) -> bool {
+        self.headers.contains_key(name)
+    }
+    fn set(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name.clone(), value)
+    }
+    fn add(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()> {
+        self.append_header(name.clone(), value).map(drop)
+    }
+    fn unset(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+impl ResponseFields for HeaderMap {
+    fn has(&self, name: &HeaderName) -> bool {
+        self.contains_key(name)
+    }
+    fn set(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()> {
+        super::rewrite::put(self, name, value)
+    }
+    fn add(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()> {
+        super::rewrite::add(self, name, value)
+    }
+    fn unset(&mut self, name: &HeaderName) {
+        self.remove(name);
+    }
+}
+
 /// Add `RateLimit-Policy` and `RateLimit` members for the limits charged (as field
 /// lines of their own, so an origin's own policies stay listed: the fields are
 /// structured-field lists), and `Deprecation`, `Sunset` and a `Link` when the key is
@@ -24,7 +74,7 @@ use crate::timestamp;
 /// # Errors
 /// Pingora's error when a header cannot be inserted (never for values built here).
 pub fn insert_credential_fields(
-    resp: &mut ResponseHeader,
+    resp: &mut (impl ResponseFields + ?Sized),
     state: &State,
     route: usize,
     charge: &Charge,
@@ -37,25 +87,22 @@ pub fn insert_credential_fields(
             HeaderValue::from_str(&policy),
             HeaderValue::from_str(&standing),
         ) {
-            resp.append_header(headers::RATELIMIT_POLICY.clone(), p)?;
-            resp.append_header(headers::RATELIMIT.clone(), s)?;
+            resp.add(&headers::RATELIMIT_POLICY, p)?;
+            resp.add(&headers::RATELIMIT, s)?;
         }
     }
     if let Some(s) = sunset {
-        let origin_said = resp.headers.contains_key(&headers::DEPRECATION)
-            || resp.headers.contains_key(&headers::SUNSET);
+        let origin_said = resp.has(&headers::DEPRECATION) || resp.has(&headers::SUNSET);
         if !origin_said {
-            resp.insert_header(
-                headers::DEPRECATION.clone(),
-                format!("@{}", s.deprecated_at),
-            )?;
-            resp.insert_header(
-                headers::SUNSET.clone(),
-                timestamp::format_http_date(s.sunset_at),
-            )?;
+            let deprecation = HeaderValue::from_str(&format!("@{}", s.deprecated_at));
+            let sunset = HeaderValue::from_str(&timestamp::format_http_date(s.sunset_at));
+            if let (Ok(d), Ok(s)) = (deprecation, sunset) {
+                resp.set(&headers::DEPRECATION, d)?;
+                resp.set(&headers::SUNSET, s)?;
+            }
         }
         if let Some(link) = &state.warning.link {
-            resp.append_header(header::LINK, link.clone())?;
+            resp.add(&header::LINK, link.clone())?;
         }
     }
     Ok(())
@@ -67,18 +114,18 @@ pub fn insert_credential_fields(
 /// # Errors
 /// Pingora's error when a header cannot be inserted (never for values built here).
 pub fn insert_cors(
-    resp: &mut ResponseHeader,
+    resp: &mut (impl ResponseFields + ?Sized),
     policy: &crate::cors::Policy,
     origin: Option<&HeaderValue>,
 ) -> Result<()> {
     for name in &crate::cors::RESPONSE_HEADERS {
-        resp.remove_header(name);
+        resp.unset(name);
     }
     for (name, value) in crate::cors::response_headers(policy, origin) {
         if name == header::VARY {
-            resp.append_header(name, value)?;
+            resp.add(&name, value)?;
         } else {
-            resp.insert_header(name, value)?;
+            resp.set(&name, value)?;
         }
     }
     Ok(())

@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use super::{fields, RequestCtx};
+use super::fields::{self, ResponseFields};
+use super::RequestCtx;
 use crate::admission::Admission;
 use crate::headers;
 use crate::problem::Code;
@@ -19,6 +21,7 @@ use crate::timestamp;
 /// Request bodies above this size are not drained after a rejection: the connection closes.
 pub const MAX_DRAIN_BYTES: u64 = 64 * 1024;
 
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
 static PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 /// The `Allow` of a 405: the methods keygate forwards.
@@ -31,22 +34,59 @@ static FORWARDED_METHODS: HeaderValue =
 /// Pingora's error when the response cannot be written (the client is gone).
 pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) -> Result<()> {
     ctx.answered = Some(code);
+    let keep_alive = keep_alive_after_rejection(session.req_header(), code);
+    let req = session.req_header();
+    let (resp, body) =
+        problem_response(ctx, code, &req.method, keep_alive, timestamp::now_unix_ms())?;
+    if keep_alive {
+        // A small body still on the wire is read and discarded, so the next request on
+        // this connection starts where it should; bounded by the body-rate floor.
+        session.set_close_on_response_before_downstream_finish(false);
+        session.set_total_drain_timeout(Some(drain_timeout(&ctx.state.limits)));
+    } else {
+        session.set_keepalive(None);
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(resp, head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// The problem document answering `ctx`'s request with `code`: its head and its JSON
+/// body (RFC 9457), with the request id, `WWW-Authenticate`, `Retry-After`, `Allow`, the
+/// route's CORS fields, the rate-limit fields and the key's expiry warning as they
+/// apply, and `Connection: close` unless `keep_alive`. The pure part of [`respond`];
+/// `method` is the request's, `now_ms` Unix milliseconds (for the rate-limit fields).
+///
+/// # Errors
+/// Pingora's `InvalidHTTPHeader` when a field cannot be added (never for values built
+/// here).
+pub fn problem_response(
+    ctx: &RequestCtx,
+    code: Code,
+    method: &http::Method,
+    keep_alive: bool,
+    now_ms: i64,
+) -> Result<(Box<ResponseHeader>, Bytes)> {
     let reject = match &ctx.decision {
         Some(Admission::Reject(r)) if r.code == code => Some(r),
         _ => None,
     };
-    let detail = reject.and_then(|r| fields::detail(&ctx.state, r, &session.req_header().method));
+    let detail = reject.and_then(|r| fields::detail(&ctx.state, r, method));
     let body = Bytes::from(code.body_with(ctx.request_id.as_bytes(), detail.as_deref()));
-    let mut resp = ResponseHeader::build(code.status(), Some(7))?;
-    resp.insert_header(header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(header::CACHE_CONTROL, NO_STORE.clone())?;
-    resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
-    if let Some(challenge) = code.www_authenticate() {
-        resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
+    // keygate's own answer: a plain header map (names go out in their usual spelling).
+    let mut h = HeaderMap::with_capacity(8);
+    h.set(&header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
+    h.set(&header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
+    h.set(&header::CACHE_CONTROL, NO_STORE.clone())?;
+    h.set(&headers::X_REQUEST_ID, ctx.request_id.clone())?;
+    if let Some(challenge) = code.www_authenticate_value() {
+        h.set(&header::WWW_AUTHENTICATE, challenge.clone())?;
     }
     if let Some(secs) = ctx.retry_after() {
-        resp.insert_header(header::RETRY_AFTER, secs)?;
+        h.set(&header::RETRY_AFTER, HeaderValue::from(secs))?;
     }
     if code == Code::MethodNotAllowed {
         // The route's methods, or (TRACE, TRACK, before routing) every method keygate forwards.
@@ -54,14 +94,14 @@ pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) ->
             .and_then(|r| r.route)
             .and_then(|r| ctx.state.routes.get(r))
             .map_or(FORWARDED_METHODS.clone(), |r| r.allow.clone());
-        resp.insert_header(header::ALLOW, allow)?;
+        h.set(&header::ALLOW, allow)?;
     }
     if let Some(cors) = ctx
         .route()
         .and_then(|r| ctx.state.routes.get(r))
         .and_then(|r| r.cors.as_ref())
     {
-        fields::insert_cors(&mut resp, cors, ctx.origin.as_ref())?;
+        fields::insert_cors(&mut h, cors, ctx.origin.as_ref())?;
     }
     // A rejection after authentication, or a failure to proxy an admitted request: the
     // client still learns about its limits and its key.
@@ -71,32 +111,24 @@ pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) ->
         Some(Admission::Preflight { .. }) | None => None,
     };
     if let Some((route, charge, sunset)) = credential {
-        fields::insert_credential_fields(
-            &mut resp,
-            &ctx.state,
-            route,
-            charge,
-            sunset,
-            timestamp::now_unix_ms(),
-        )?;
+        fields::insert_credential_fields(&mut h, &ctx.state, route, charge, sunset, now_ms)?;
     }
-    if keep_alive_after_rejection(session.req_header(), code) {
-        // A small body still on the wire is read and discarded, so the next request on
-        // this connection starts where it should; bounded by the body-rate floor.
-        session.set_close_on_response_before_downstream_finish(false);
-        session.set_total_drain_timeout(Some(drain_timeout(&ctx.state.limits)));
-    } else {
-        session.set_keepalive(None);
-        resp.insert_header(header::CONNECTION, "close")?;
+    if !keep_alive {
+        h.set(&header::CONNECTION, CLOSE.clone())?;
     }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    Ok((answer(code.status(), h)?, body))
+}
+
+/// A response head of keygate's own: `status` and the fields `h`.
+///
+/// # Errors
+/// Pingora's `InternalError` for a status outside 100–999 (never for keygate's codes).
+fn answer(status: u16, h: HeaderMap) -> Result<Box<ResponseHeader>> {
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = StatusCode::from_u16(status)
+        .map_err(|_| Error::explain(ErrorType::InternalError, "invalid status"))?;
+    parts.headers = h;
+    Ok(Box::new(ResponseHeader::from(parts)))
 }
 
 /// Answer a CORS preflight on a route with `cors`: 204 with the allowed origin, methods
@@ -115,19 +147,19 @@ pub async fn preflight(session: &mut Session, ctx: &mut RequestCtx) -> Result<()
     let Some(headers) = allowed else {
         return respond(session, ctx, Code::CorsRejected).await;
     };
-    let mut resp = ResponseHeader::build(204, Some(headers.len() + 3))?;
+    let mut h = HeaderMap::with_capacity(headers.len() + 3);
     for (name, value) in headers {
-        resp.insert_header(name, value)?;
+        h.set(&name, value)?;
     }
-    resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+    h.set(&headers::X_REQUEST_ID, ctx.request_id.clone())?;
     if keep_alive_after_rejection(session.req_header(), Code::Forbidden) {
         session.set_close_on_response_before_downstream_finish(false);
         session.set_total_drain_timeout(Some(drain_timeout(&ctx.state.limits)));
     } else {
         session.set_keepalive(None);
-        resp.insert_header(header::CONNECTION, "close")?;
+        h.set(&header::CONNECTION, CLOSE.clone())?;
     }
-    session.write_response_header(Box::new(resp), true).await
+    session.write_response_header(answer(204, h)?, true).await
 }
 
 /// Whether a connection can be kept after keygate turns a request away: not when the
