@@ -65,12 +65,9 @@ pub use fields::{detail, insert_cors, insert_credential_fields};
 pub use respond::{
     drain_timeout, failure_code, keep_alive_after_rejection, problem_response, MAX_DRAIN_BYTES,
 };
-pub use rewrite::{rewrite_upstream_headers, Rewrite};
+pub use rewrite::{edit_response_fields, rewrite_upstream_headers, Rewrite};
 pub use timeouts::Timeouts;
 pub use warnings::{duplicates_access_line, REJECTION_WARNING_PERIOD, UPSTREAM_TARGET};
-
-/// `x-request-id` as the case-keeping map of an origin's response takes it without a copy.
-static X_REQUEST_ID_NAME: Bytes = Bytes::from_static(b"x-request-id");
 
 /// The gateway: holds the shared state handle and the brute-force table, nothing per request.
 pub struct ApiKeyProxy {
@@ -463,23 +460,21 @@ impl ProxyHttp for ApiKeyProxy {
         if upstream_response.status.as_u16() < 200 {
             return Ok(());
         }
-        if let Ok(f) = ctx.forward() {
-            if !f.charge.is_empty() || f.sunset.is_some() {
-                insert_credential_fields(
-                    upstream_response,
-                    &ctx.state,
-                    f.route,
-                    &f.charge,
-                    f.sunset,
-                    timestamp::now_unix_ms(),
-                )?;
+        let ctx = &*ctx;
+        // Names reach the client in their usual spelling (Envoy's default too): Pingora's
+        // case-keeping insert would copy, re-parse and store each added name twice.
+        edit_response_fields(upstream_response, |h| {
+            if let Ok(f) = ctx.forward() {
+                if !f.charge.is_empty() || f.sunset.is_some() {
+                    let now_ms = timestamp::now_unix_ms();
+                    insert_credential_fields(h, &ctx.state, f.route, &f.charge, f.sunset, now_ms)?;
+                }
+                if let Some(cors) = ctx.state.routes.get(f.route).and_then(|r| r.cors.as_ref()) {
+                    insert_cors(h, cors, ctx.origin.as_ref())?;
+                }
             }
-            if let Some(cors) = ctx.state.routes.get(f.route).and_then(|r| r.cors.as_ref()) {
-                insert_cors(upstream_response, cors, ctx.origin.as_ref())?;
-            }
-        }
-        // A static name: Pingora's case-keeping insert would copy a `HeaderName`'s bytes.
-        upstream_response.insert_header(X_REQUEST_ID_NAME.clone(), ctx.request_id.clone())
+            rewrite::put(h, &headers::X_REQUEST_ID, ctx.request_id.clone())
+        })
     }
 
     async fn fail_to_proxy(

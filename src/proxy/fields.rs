@@ -1,10 +1,11 @@
 //! What keygate tells a client about its credential on the way back: the rate-limit
 //! fields, the expiry warning, and the `detail` of a refusal.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
-use pingora::http::ResponseHeader;
 use pingora::Result;
+
+use super::rewrite::{add, put};
 
 use crate::access::METHOD_NAMES;
 use crate::admission::{Reject, Sunset};
@@ -15,56 +16,6 @@ use crate::problem::Code;
 use crate::state::State;
 use crate::timestamp;
 
-/// The fields of a response keygate adds to: an origin's response (Pingora's
-/// [`ResponseHeader`], which keeps the origin's spelling of each name) or one of
-/// keygate's own answers (a plain [`HeaderMap`], without the cost of that bookkeeping).
-pub trait ResponseFields {
-    /// Whether any value is set for `name`.
-    fn has(&self, name: &HeaderName) -> bool;
-    /// Set `name` to `value`, replacing earlier values.
-    ///
-    /// # Errors
-    /// Pingora's `InvalidHTTPHeader` when the map would pass `http`'s size limit.
-    fn set(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()>;
-    /// Add `value` to `name`, keeping earlier values.
-    ///
-    /// # Errors
-    /// Pingora's `InvalidHTTPHeader` when the map would pass `http`'s size limit.
-    fn add(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()>;
-    /// Remove every value of `name`.
-    fn unset(&mut self, name: &HeaderName);
-}
-
-impl ResponseFields for ResponseHeader {
-    fn has(&self, name: &HeaderName) -> bool {
-        self.headers.contains_key(name)
-    }
-    fn set(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()> {
-        self.insert_header(name.clone(), value)
-    }
-    fn add(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()> {
-        self.append_header(name.clone(), value).map(drop)
-    }
-    fn unset(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
-}
-
-impl ResponseFields for HeaderMap {
-    fn has(&self, name: &HeaderName) -> bool {
-        self.contains_key(name)
-    }
-    fn set(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()> {
-        super::rewrite::put(self, name, value)
-    }
-    fn add(&mut self, name: &HeaderName, value: HeaderValue) -> Result<()> {
-        super::rewrite::add(self, name, value)
-    }
-    fn unset(&mut self, name: &HeaderName) {
-        self.remove(name);
-    }
-}
-
 /// Add `RateLimit-Policy` and `RateLimit` members for the limits charged (as field
 /// lines of their own, so an origin's own policies stay listed: the fields are
 /// structured-field lists), and `Deprecation`, `Sunset` and a `Link` when the key is
@@ -74,7 +25,7 @@ impl ResponseFields for HeaderMap {
 /// # Errors
 /// Pingora's error when a header cannot be inserted (never for values built here).
 pub fn insert_credential_fields(
-    resp: &mut (impl ResponseFields + ?Sized),
+    resp: &mut HeaderMap,
     state: &State,
     route: usize,
     charge: &Charge,
@@ -87,22 +38,23 @@ pub fn insert_credential_fields(
             HeaderValue::from_str(&policy),
             HeaderValue::from_str(&standing),
         ) {
-            resp.add(&headers::RATELIMIT_POLICY, p)?;
-            resp.add(&headers::RATELIMIT, s)?;
+            add(resp, &headers::RATELIMIT_POLICY, p)?;
+            add(resp, &headers::RATELIMIT, s)?;
         }
     }
     if let Some(s) = sunset {
-        let origin_said = resp.has(&headers::DEPRECATION) || resp.has(&headers::SUNSET);
+        let origin_said =
+            resp.contains_key(&headers::DEPRECATION) || resp.contains_key(&headers::SUNSET);
         if !origin_said {
             let deprecation = HeaderValue::from_str(&format!("@{}", s.deprecated_at));
             let sunset = HeaderValue::from_str(&timestamp::format_http_date(s.sunset_at));
             if let (Ok(d), Ok(s)) = (deprecation, sunset) {
-                resp.set(&headers::DEPRECATION, d)?;
-                resp.set(&headers::SUNSET, s)?;
+                put(resp, &headers::DEPRECATION, d)?;
+                put(resp, &headers::SUNSET, s)?;
             }
         }
         if let Some(link) = &state.warning.link {
-            resp.add(&header::LINK, link.clone())?;
+            add(resp, &header::LINK, link.clone())?;
         }
     }
     Ok(())
@@ -114,18 +66,18 @@ pub fn insert_credential_fields(
 /// # Errors
 /// Pingora's error when a header cannot be inserted (never for values built here).
 pub fn insert_cors(
-    resp: &mut (impl ResponseFields + ?Sized),
+    resp: &mut HeaderMap,
     policy: &crate::cors::Policy,
     origin: Option<&HeaderValue>,
 ) -> Result<()> {
     for name in &crate::cors::RESPONSE_HEADERS {
-        resp.unset(name);
+        resp.remove(name);
     }
     for (name, value) in crate::cors::response_headers(policy, origin) {
         if name == header::VARY {
-            resp.add(&name, value)?;
+            add(resp, &name, value)?;
         } else {
-            resp.set(&name, value)?;
+            put(resp, &name, value)?;
         }
     }
     Ok(())

@@ -10,7 +10,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use super::fields::{self, ResponseFields};
+use super::fields;
+use super::rewrite::put;
 use super::RequestCtx;
 use crate::admission::Admission;
 use crate::headers;
@@ -78,15 +79,19 @@ pub fn problem_response(
     let body = Bytes::from(code.body_with(ctx.request_id.as_bytes(), detail.as_deref()));
     // keygate's own answer: a plain header map (names go out in their usual spelling).
     let mut h = HeaderMap::with_capacity(8);
-    h.set(&header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
-    h.set(&header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
-    h.set(&header::CACHE_CONTROL, NO_STORE.clone())?;
-    h.set(&headers::X_REQUEST_ID, ctx.request_id.clone())?;
+    put(&mut h, &header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
+    put(
+        &mut h,
+        &header::CONTENT_LENGTH,
+        HeaderValue::from(body.len()),
+    )?;
+    put(&mut h, &header::CACHE_CONTROL, NO_STORE.clone())?;
+    put(&mut h, &headers::X_REQUEST_ID, ctx.request_id.clone())?;
     if let Some(challenge) = code.www_authenticate_value() {
-        h.set(&header::WWW_AUTHENTICATE, challenge.clone())?;
+        put(&mut h, &header::WWW_AUTHENTICATE, challenge.clone())?;
     }
     if let Some(secs) = ctx.retry_after() {
-        h.set(&header::RETRY_AFTER, HeaderValue::from(secs))?;
+        put(&mut h, &header::RETRY_AFTER, HeaderValue::from(secs))?;
     }
     if code == Code::MethodNotAllowed {
         // The route's methods, or (TRACE, TRACK, before routing) every method keygate forwards.
@@ -94,7 +99,7 @@ pub fn problem_response(
             .and_then(|r| r.route)
             .and_then(|r| ctx.state.routes.get(r))
             .map_or(FORWARDED_METHODS.clone(), |r| r.allow.clone());
-        h.set(&header::ALLOW, allow)?;
+        put(&mut h, &header::ALLOW, allow)?;
     }
     if let Some(cors) = ctx
         .route()
@@ -114,7 +119,7 @@ pub fn problem_response(
         fields::insert_credential_fields(&mut h, &ctx.state, route, charge, sunset, now_ms)?;
     }
     if !keep_alive {
-        h.set(&header::CONNECTION, CLOSE.clone())?;
+        put(&mut h, &header::CONNECTION, CLOSE.clone())?;
     }
     Ok((answer(code.status(), h)?, body))
 }
@@ -149,15 +154,15 @@ pub async fn preflight(session: &mut Session, ctx: &mut RequestCtx) -> Result<()
     };
     let mut h = HeaderMap::with_capacity(headers.len() + 3);
     for (name, value) in headers {
-        h.set(&name, value)?;
+        put(&mut h, &name, value)?;
     }
-    h.set(&headers::X_REQUEST_ID, ctx.request_id.clone())?;
+    put(&mut h, &headers::X_REQUEST_ID, ctx.request_id.clone())?;
     if keep_alive_after_rejection(session.req_header(), Code::Forbidden) {
         session.set_close_on_response_before_downstream_finish(false);
         session.set_total_drain_timeout(Some(drain_timeout(&ctx.state.limits)));
     } else {
         session.set_keepalive(None);
-        h.set(&header::CONNECTION, CLOSE.clone())?;
+        put(&mut h, &header::CONNECTION, CLOSE.clone())?;
     }
     session.write_response_header(answer(204, h)?, true).await
 }

@@ -16,7 +16,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType, Result};
 
 use crate::admission::Forward;
@@ -99,6 +99,31 @@ fn without_header_case(
     *req = RequestHeader::from(parts);
     if let Some(t) = target {
         req.set_raw_path(&t)?;
+    }
+    edited
+}
+
+/// Run `edit` on an origin response's header map after dropping Pingora's map of
+/// original name spellings (as [`rewrite_upstream_headers`] does for the request); the
+/// status and a reason phrase of the origin's own are kept.
+///
+/// # Errors
+/// `edit`'s error (the response is left without the case map either way).
+pub fn edit_response_fields(
+    resp: &mut ResponseHeader,
+    edit: impl FnOnce(&mut HeaderMap) -> Result<()>,
+) -> Result<()> {
+    let reason = resp
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != resp.status.canonical_reason())
+        .map(str::to_owned);
+    let empty = http::Response::new(()).into_parts().0;
+    let taken = std::mem::replace(resp, ResponseHeader::from(empty));
+    let mut parts = http::response::Parts::from(taken);
+    let edited = edit(&mut parts.headers);
+    *resp = ResponseHeader::from(parts);
+    if let Some(r) = reason {
+        resp.set_reason_phrase(Some(&r))?;
     }
     edited
 }
@@ -470,5 +495,28 @@ routes:
             assert_eq!(all(&r.headers, "x-mixed-case"), ["v"]);
             assert_eq!(all(&r.headers, "x-anonymous-consumer"), ["true"]);
         }
+    }
+
+    #[test]
+    fn an_origin_response_keeps_its_status_reason_and_fields() {
+        let mut resp = ResponseHeader::build(201, None).unwrap();
+        resp.append_header("X-Origin-Thing", "a").unwrap();
+        resp.append_header("X-Origin-Thing", "b").unwrap();
+        resp.append_header("Content-Type", "application/json")
+            .unwrap();
+        resp.set_reason_phrase(Some("Made It")).unwrap();
+        edit_response_fields(&mut resp, |h| {
+            put(h, &headers::X_REQUEST_ID, HeaderValue::from_static("rid"))
+        })
+        .unwrap();
+        assert_eq!(resp.status.as_u16(), 201);
+        assert_eq!(resp.get_reason_phrase(), Some("Made It"));
+        assert_eq!(all(&resp.headers, "x-origin-thing"), ["a", "b"]);
+        assert_eq!(all(&resp.headers, "content-type"), ["application/json"]);
+        assert_eq!(all(&resp.headers, "x-request-id"), ["rid"]);
+        // The canonical reason stays implicit.
+        let mut resp = ResponseHeader::build(404, None).unwrap();
+        edit_response_fields(&mut resp, |_| Ok(())).unwrap();
+        assert_eq!(resp.get_reason_phrase(), Some("Not Found"));
     }
 }
