@@ -5,7 +5,7 @@
 //! case (`--toggle-collect=*measured_pass*`, after an uncounted warm-up pass), and compares instructions per operation
 //! with the committed baseline `benches/icount.baseline`. Instruction counts do not
 //! depend on what else the machine is doing, so a tolerance of a few percent is enough
-//! where a wall-clock figure moves ±15 %. The run fails when a case leaves its tolerance
+//! where a wall-clock figure moves ±15 % (5 %: inlining decisions alone moved a case whose code did not change by 2.3 %). The run fails when a case leaves its tolerance
 //! either way: slower is a regression; faster means the baseline is stale and would
 //! hide the next regression up to that amount.
 //!
@@ -52,7 +52,7 @@ use pingora::http::RequestHeader;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Allowed relative difference from the baseline, either way.
-const TOLERANCE: f64 = 0.03;
+const TOLERANCE: f64 = 0.05;
 /// Operations per case under callgrind (after a warm-up of the same number).
 const ITERATIONS: u64 = 2_000;
 const BASELINE: &str = "benches/icount.baseline";
@@ -393,7 +393,7 @@ fn main() {
             Some(&b) => {
                 let change = n / b - 1.0;
                 let flag = if change.abs() > TOLERANCE {
-                    "  <- outside ±3 %"
+                    "  <- outside ±5 %"
                 } else {
                     ""
                 };
