@@ -1,13 +1,15 @@
 //! Instruction-count regression guard for keygate's per-request work, counted by callgrind.
 //!
-//! `cargo bench --bench icount` runs this binary once per case under
+//! `cargo bench --bench icount` (or `./dev icount`) runs this binary once per case under
 //! `valgrind --tool=callgrind`, counting only the instructions of a second pass over the
-//! case (`--toggle-collect=*measured_pass*`, after an uncounted warm-up pass), and compares instructions per operation
-//! with the committed baseline `benches/icount.baseline`. Instruction counts do not
-//! depend on what else the machine is doing, so a tolerance of a few percent is enough
-//! where a wall-clock figure moves ±15 % (5 %: inlining decisions alone moved a case whose code did not change by 2.3 %). The run fails when a case leaves its tolerance
-//! either way: slower is a regression; faster means the baseline is stale and would
-//! hide the next regression up to that amount.
+//! case (`--toggle-collect=*measured_pass*`, after an uncounted warm-up pass), and
+//! compares instructions per operation with the committed baseline
+//! `benches/icount.baseline`. Instruction counts do not depend on what else the machine
+//! is doing (two runs give the same counts), so a tolerance of 5 % is enough where a
+//! wall-clock figure moves ±15 %; it is not smaller because inlining decisions alone
+//! moved a case whose code did not change by 2.3 %. The run fails when a case leaves its
+//! tolerance either way: slower is a regression; faster means the baseline is stale and
+//! would hide the next regression up to that amount.
 //!
 //! `cargo bench --bench icount -- --update` rewrites the baseline; commit it with a
 //! message that says why the counts changed. `cargo test --all-targets` runs each case
