@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per request of a whole gateway process, counted by callgrind.
 
-    python3 benches/load/profile.py [--requests N] [--path 200|401] [--keys N] [--limits]
+    python3 benches/load/profile.py [--requests N] [--path 200|401] [--keys N] [--limits] [--tls]
                                     [--binary PATH] [--passthrough [reject]] [--out FILE]
 
 Starts an nginx origin (as in run.py), the gateway under `valgrind --tool=callgrind`, warms
@@ -65,6 +65,7 @@ def main():
     ap.add_argument("--path", choices=("200", "401"), default="200")
     ap.add_argument("--keys", type=int, default=10)
     ap.add_argument("--limits", action="store_true", help="per-consumer rate limit and quota on")
+    ap.add_argument("--tls", action="store_true", help="the origin over TLS (a private CA, as run.py)")
     ap.add_argument("--binary", default=run.KEYGATE)
     ap.add_argument("--passthrough", nargs="?", const="forward", choices=("forward", "reject"),
                     help="profile the bare Pingora floor (examples/passthrough) instead")
@@ -75,15 +76,23 @@ def main():
     servers = []
     try:
         origin_port = run.free_port()
+        tls = ""
+        upstream_extra = ""
+        if args.tls:
+            ca_file = run.make_tls_origin_certs(work)
+            tls = (f" ssl; ssl_certificate {work}/tls/leaf.pem;"
+                   f" ssl_certificate_key {work}/tls/leaf.key")
+            upstream_extra = f", tls: true, sni: localhost, ca_file: {ca_file}"
         origin = run.Server("origin", [run.NGINX, "-c", run.nginx_conf(work, "origin", f"""
   access_log off;
-  server {{ listen 127.0.0.1:{origin_port}; keepalive_timeout 300s;
+  server {{ listen 127.0.0.1:{origin_port}{tls}; keepalive_timeout 300s;
     location / {{ if ($http_x_shared_secret != "{run.SECRET}") {{ return 401; }}
                   default_type application/json; return 200 '{{"ok":true}}'; }} }}""")], origin_port, 1)
         servers.append(origin)
         port = run.free_port()
         label = (f"passthrough-{args.passthrough}" if args.passthrough
-                 else f"keygate-{args.path}-{args.keys}{'-limits' if args.limits else ''}")
+                 else f"keygate-{args.path}-{args.keys}{'-limits' if args.limits else ''}"
+                 f"{'-tls' if args.tls else ''}")
         out = args.out or os.path.join(run.ROOT, "target", "profile", f"callgrind.{label}")
         os.makedirs(os.path.dirname(out), exist_ok=True)
         valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
@@ -102,7 +111,7 @@ def main():
                 f.write(f"""server: {{ listen: ["127.0.0.1:{port}"], threads: 1, metrics_listen: "127.0.0.1:{run.free_port()}" }}
 secret: {{ env: KEYGATE_SHARED_SECRET }}
 auth: {{ keys_file: {kpath}, brute_force: {{ max_failures: 0 }} }}
-upstreams: {{ origin: {{ address: "127.0.0.1:{origin_port}" }} }}
+upstreams: {{ origin: {{ address: "127.0.0.1:{origin_port}"{upstream_extra} }} }}
 routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
 """)
             argv = [args.binary, "run", "-c", cfg]
