@@ -384,3 +384,26 @@ fn keygate_s_own_answers_are_the_same_bytes_as_before() {
     }
     assert_eq!(text, golden);
 }
+
+#[test]
+fn header_names_travel_in_lower_case_except_pingora_s_title_cased_dozen() {
+    let origin = Scripted::start(|_| {
+        b"HTTP/1.1 200 Fine\r\nX-Origin-Thing: one\r\nETag: \"v\"\r\nContent-Length: 0\r\n\r\n"
+            .to_vec()
+    });
+    let dir = TestDir::new();
+    let gw = gateway(&dir, origin.addr, &[]);
+    let out = raw_exchange(
+        gw.addr,
+        b"GET /public/x HTTP/1.1\r\nHost: gateway.test\r\nX-Client-Thing: 1\r\nUser-Agent: t\r\n\r\n",
+    );
+    // As README's "What the origin receives" says (names are case-insensitive).
+    assert!(out.starts_with("HTTP/1.1 200 Fine\n"), "{out}");
+    for line in ["x-origin-thing: one", "etag: \"v\"", "Content-Length: 0"] {
+        assert!(out.lines().any(|l| l == line), "{line} in {out}");
+    }
+    let seen = origin.last();
+    for line in ["Host: gateway.test", "x-client-thing: 1", "user-agent: t"] {
+        assert!(seen.lines().any(|l| l == line), "{line} in {seen}");
+    }
+}
