@@ -461,8 +461,9 @@ impl ProxyHttp for ApiKeyProxy {
             return Ok(());
         }
         let ctx = &*ctx;
-        // Names reach the client in their usual spelling (Envoy's default too): Pingora's
-        // case-keeping insert would copy, re-parse and store each added name twice.
+        // The origin's names reach the client in lower case (Envoy's default too; Pingora
+        // title-cases twelve, `Content-Type` among them): Pingora's case-keeping insert
+        // would copy, re-parse and store each added name twice.
         edit_response_fields(upstream_response, |h| {
             if let Ok(f) = ctx.forward() {
                 if !f.charge.is_empty() || f.sunset.is_some() {

@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
 use crate::access::{Methods, Scopes};
@@ -283,8 +282,6 @@ impl std::fmt::Debug for AdminToken {
 pub struct Secret {
     /// Header name.
     pub header: HeaderName,
-    /// The same name as shared bytes, for inserting without a copy per request.
-    pub header_case: Bytes,
     /// Header value, marked sensitive.
     pub value: HeaderValue,
 }

@@ -77,7 +77,8 @@ pub fn problem_response(
     };
     let detail = reject.and_then(|r| fields::detail(&ctx.state, r, method));
     let body = Bytes::from(code.body_with(ctx.request_id.as_bytes(), detail.as_deref()));
-    // keygate's own answer: a plain header map (names go out in their usual spelling).
+    // keygate's own answer: a plain header map (the same bytes as with Pingora's case map:
+    // keygate's names are lower case, the standard ones Pingora title-cases either way).
     let mut h = HeaderMap::with_capacity(8);
     put(&mut h, &header::CONTENT_TYPE, PROBLEM_JSON.clone())?;
     put(

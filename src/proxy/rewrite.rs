@@ -10,9 +10,11 @@
 //! [`RequestHeader`] also keeps each name's original letter case in a second map,
 //! and every insert through it copies, re-parses and stores the name twice (about
 //! 1.4k instructions each, ten or more per request). Header names are
-//! case-insensitive (RFC 9110 §5.1), so the request reaches the origin with
-//! standard names in their usual spelling (`Content-Type`) and others in lower
-//! case, as HTTP/2 sends every name.
+//! case-insensitive (RFC 9110 §5.1), so the request reaches the origin with every
+//! name in lower case, as HTTP/2 sends every name, except the twelve Pingora writes
+//! title-cased (`Host`, `Content-Type`, `Content-Length`, `Transfer-Encoding`,
+//! `Connection`, `Cache-Control`, `Date`, `Server`, `Set-Cookie`, ...): a client's
+//! `User-Agent` or `X-Trace` arrives as `user-agent`, `x-trace`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
 use super::address::{scheme_problem, Setting};
@@ -456,11 +455,7 @@ fn secret(config: &Config, cfg: &Path, secret: &[u8], p: &mut Problems) -> Optio
     }
     let (header, mut value) = (header?, value?);
     value.set_sensitive(true);
-    Some(Secret {
-        header_case: Bytes::copy_from_slice(header.as_str().as_bytes()),
-        header,
-        value,
-    })
+    Some(Secret { header, value })
 }
 
 /// Where keys are read from, in order.

@@ -41,3 +41,5 @@ mod controls;
 mod routes;
 // A fleet: limits shared through a real redis-server; the store failing and recovering.
 mod fleet;
+// What passes through untouched: request-targets and fields in, status lines and fields out.
+mod passthrough;
