@@ -11,6 +11,10 @@
 //! tolerance either way: slower is a regression; faster means the baseline is stale and
 //! would hide the next regression up to that amount.
 //!
+//! Counts depend on the compiler: the baseline records `rustc -V` and `valgrind --version`,
+//! and under another toolchain the run prints the counts and a warning instead of judging
+//! them (record a new baseline in a commit of its own).
+//!
 //! `cargo bench --bench icount -- --update` rewrites the baseline; commit it with a
 //! message that says why the counts changed. `cargo test --all-targets` runs each case
 //! a few times without valgrind, as a smoke test.
@@ -327,6 +331,33 @@ fn count(exe: &Path, case: &str, out_dir: &Path) -> f64 {
     total as f64 / ITERATIONS as f64
 }
 
+/// The compiler and valgrind the counts come from: counts are only comparable under the
+/// same two (`rustc -V`, `valgrind --version`).
+fn toolchain() -> String {
+    let version = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| format!("{cmd}: unknown"))
+    };
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    format!(
+        "{}; {}",
+        version(&rustc, "-V"),
+        version("valgrind", "--version")
+    )
+}
+
+/// The toolchain line of a baseline file (`# toolchain: …`).
+fn baseline_toolchain(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        l.strip_prefix("# toolchain: ")
+            .map(|t| t.trim().to_string())
+    })
+}
+
 fn read_baseline(path: &Path) -> BTreeMap<String, f64> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -344,6 +375,7 @@ fn write_baseline(path: &Path, counts: &BTreeMap<String, f64>) {
         "# Instructions per operation, counted by callgrind (cargo bench --bench icount).\n\
          # Update with `cargo bench --bench icount -- --update` and say why in the commit.\n",
     );
+    text.push_str(&format!("# toolchain: {}\n", toolchain()));
     for (case, n) in counts {
         text.push_str(&format!("{case} {n:.0}\n"));
     }
@@ -385,6 +417,8 @@ fn main() {
         println!("wrote {}", baseline_path.display());
     }
     let baseline = read_baseline(&baseline_path);
+    let here = toolchain();
+    let comparable = baseline_toolchain(&baseline_path).is_none_or(|t| t == here);
     let mut failed = Vec::new();
     println!(
         "{:<26} {:>12} {:>12} {:>8}",
@@ -412,6 +446,16 @@ fn main() {
                 failed.push(case.clone());
             }
         }
+    }
+    if !comparable {
+        // Another compiler inlines differently: the counts cannot judge this code.
+        eprintln!(
+            "icount: the baseline was recorded with `{}`, this is `{here}`: counts are \
+             not comparable, nothing is judged. Record a baseline for this toolchain \
+             (`./dev icount --update`) in a commit of its own.",
+            baseline_toolchain(&baseline_path).unwrap_or_default()
+        );
+        return;
     }
     if !failed.is_empty() {
         eprintln!(
