@@ -2,7 +2,8 @@
 """Instructions per request of a whole gateway process, counted by callgrind.
 
     python3 benches/load/profile.py [--requests N] [--path 200|401] [--keys N] [--limits] [--tls]
-                                    [--binary PATH] [--passthrough [reject]] [--out FILE]
+                                    [--binary PATH] [--passthrough [reject]] [--pingap BINARY]
+                                    [--out FILE]
 
 Starts an nginx origin (as in run.py), the gateway under `valgrind --tool=callgrind`, warms
 it up, zeroes callgrind's counters, sends exactly N requests on four keep-alive connections,
@@ -67,6 +68,8 @@ def main():
     ap.add_argument("--limits", action="store_true", help="per-consumer rate limit and quota on")
     ap.add_argument("--tls", action="store_true", help="the origin over TLS (a private CA, as run.py)")
     ap.add_argument("--binary", default=run.KEYGATE)
+    ap.add_argument("--pingap", metavar="BINARY",
+                    help="profile pingap 0.13.1 with its key_auth plugin (as run.py --pingap) instead")
     ap.add_argument("--passthrough", nargs="?", const="forward", choices=("forward", "reject"),
                     help="profile the bare Pingora floor (examples/passthrough) instead")
     ap.add_argument("--out")
@@ -91,6 +94,7 @@ def main():
         servers.append(origin)
         port = run.free_port()
         label = (f"passthrough-{args.passthrough}" if args.passthrough
+                 else f"pingap-{args.path}-{args.keys}" if args.pingap
                  else f"keygate-{args.path}-{args.keys}{'-limits' if args.limits else ''}"
                  f"{'-tls' if args.tls else ''}")
         out = args.out or os.path.join(run.ROOT, "target", "profile", f"callgrind.{label}")
@@ -103,6 +107,13 @@ def main():
             header = (f"x-shared-secret: {run.SECRET}" if args.passthrough == "forward"
                       else "x-api-key: whatever")
             expect = 200 if args.passthrough == "forward" else 401
+            env = {}
+        elif args.pingap:
+            keys, _, _ = run.make_keys(work, args.keys)
+            argv = [args.pingap, "-c", run.pingap_conf(work, args.keys, keys, origin_port, port)]
+            header = (f"x-api-key: {keys[args.keys // 2]}" if args.path == "200"
+                      else "x-api-key: bench-not-a-valid-key-000000000000000")
+            expect = int(args.path)
             env = {}
         else:
             keys, kpath, _ = run.make_keys(work, args.keys, limits=args.limits)
