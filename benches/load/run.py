@@ -23,8 +23,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KEYGATE = os.path.join(ROOT, "target/release/keygate")
-PASSTHROUGH = os.path.join(ROOT, "target/release/examples/passthrough")
+KEYGATE = os.environ.get("KEYGATE_BIN", os.path.join(ROOT, "target/release/keygate"))
+PASSTHROUGH = os.environ.get("PASSTHROUGH_BIN", os.path.join(ROOT, "target/release/examples/passthrough"))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SECRET = "bench-shared-secret-0123456789abcdef"
 TICK = os.sysconf("SC_CLK_TCK")

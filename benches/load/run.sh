@@ -6,6 +6,9 @@
 #                       [--baseline BINARY] [--limits] [--store [--sync-ms MS]] [--two-servers]
 #                       [--reload-keys N]
 #
+# KEYGATE_BIN and PASSTHROUGH_BIN, when set, name the keygate and pass-through binaries to
+# measure instead of this checkout's release builds.
+#
 # --pingap measures a pingap 0.13.1 binary (built from its source, not by this script) with
 # its key_auth plugin beside nginx, at both key-set sizes (see README "Performance").
 #
