@@ -175,37 +175,14 @@ impl Fixture {
 /// consumes (Pingora's copy of the request, made outside the count).
 fn pass(fx: &Fixture, case: &str, n: u64, heads: &mut Vec<RequestHeader>) {
     match case {
-        "decision_forward" => {
+        "decision_forward" | "decision_reject" | "decision_forward_limits" => {
+            let (state, req) = match case {
+                "decision_forward" => (&fx.plain, &fx.good),
+                "decision_reject" => (&fx.plain, &fx.bad),
+                _ => (&fx.limited, &fx.good),
+            };
             for _ in 0..n {
-                black_box(admit(
-                    &fx.plain,
-                    black_box(&fx.good),
-                    IP,
-                    &fx.limiter,
-                    NOW_MS,
-                ));
-            }
-        }
-        "decision_reject" => {
-            for _ in 0..n {
-                black_box(admit(
-                    &fx.plain,
-                    black_box(&fx.bad),
-                    IP,
-                    &fx.limiter,
-                    NOW_MS,
-                ));
-            }
-        }
-        "decision_forward_limits" => {
-            for _ in 0..n {
-                black_box(admit(
-                    &fx.limited,
-                    black_box(&fx.good),
-                    IP,
-                    &fx.limiter,
-                    NOW_MS,
-                ));
+                black_box(admit(state, black_box(req), IP, &fx.limiter, NOW_MS));
             }
         }
         "rewrite" => {

@@ -16,6 +16,7 @@ import argparse
 import http.client
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -148,7 +149,6 @@ routes: [ {{ name: api, path_prefix: /, upstream: origin, auth: required }} ]
     finally:
         for s in reversed(servers):
             s.stop()
-        import shutil
         shutil.rmtree(work, ignore_errors=True)
 
 
