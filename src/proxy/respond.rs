@@ -58,7 +58,7 @@ pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, code: Code) ->
 /// The problem document answering `ctx`'s request with `code`: its head and its JSON
 /// body (RFC 9457), with the request id, `WWW-Authenticate`, `Retry-After`, `Allow`, the
 /// route's CORS fields, the rate-limit fields and the key's expiry warning as they
-/// apply, and `Connection: close` unless `keep_alive`. The pure part of [`respond`];
+/// apply, and `Connection: close` unless `keep_alive`. The pure part of `respond`;
 /// `method` is the request's, `now_ms` Unix milliseconds (for the rate-limit fields).
 ///
 /// # Errors
