@@ -576,25 +576,19 @@ impl ProxyHttp for ApiKeyProxy {
         let elapsed = ctx.start.elapsed();
         let state = &ctx.state;
         let route = ctx.route();
-        let (consumer, key_id) = match ctx.outcome() {
-            Some(AuthOutcome::Consumer { key, consumer, .. }) => {
+        let counted = match ctx.outcome() {
+            Some(AuthOutcome::Consumer { key, consumer, .. }) => Some((*key, *consumer)),
+            _ => None,
+        };
+        let (consumer, key_id) = match counted {
+            Some((key, consumer)) => (
                 state
-                    .handles
-                    .request(route, status, Some(*consumer), elapsed.as_secs_f64());
-                (
-                    state
-                        .consumers
-                        .get(*consumer as usize)
-                        .map(|c| c.id.as_str()),
-                    Some(state.keys.id(*key)),
-                )
-            }
-            _ => {
-                state
-                    .handles
-                    .request(route, status, None, elapsed.as_secs_f64());
-                (None, None)
-            }
+                    .consumers
+                    .get(consumer as usize)
+                    .map(|c| c.id.as_str()),
+                Some(state.keys.id(key)),
+            ),
+            None => (None, None),
         };
         let upstream = route
             .and_then(|r| state.routes.get(r))
@@ -619,5 +613,13 @@ impl ProxyHttp for ApiKeyProxy {
             upstream_server: server(ctx.attempt.server),
             retried_from: server(ctx.attempt.retried_from),
         });
+        // Counted after the access line is buffered: a request counted in the metrics
+        // has its line written at exit, however soon the exit follows.
+        state.handles.request(
+            route,
+            status,
+            counted.map(|(_, c)| c),
+            elapsed.as_secs_f64(),
+        );
     }
 }

@@ -14,6 +14,18 @@ fn flush_only_at_exit(origin: std::net::SocketAddr) -> String {
         .yaml()
 }
 
+/// The same with a metrics listener on `metrics`.
+fn flush_only_at_exit_with_metrics(
+    origin: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
+) -> String {
+    GatewayConfig::new(origin)
+        .server("access_log: { flush_interval_ms: 600000 }")
+        .server("grace_period_seconds: 1")
+        .metrics(metrics)
+        .yaml()
+}
+
 fn access_lines(log: &str, path_prefix: &str) -> usize {
     log.lines()
         .filter(|l| l.contains("keygate::access") && l.contains(&format!("path={path_prefix}")))
@@ -25,13 +37,21 @@ fn sigint_writes_every_buffered_access_line() {
     let dir = TestDir::new();
     let origin = Origin::start();
     let k = keys();
-    let cfg = flush_only_at_exit(origin.addr);
+    let maddr = free_addr();
+    let cfg = flush_only_at_exit_with_metrics(origin.addr, maddr);
     let gw = Gateway::start(&dir, &cfg, &k.yaml);
     let mut c = Client::connect(gw.addr);
     for i in 0..50 {
         let r = c.get(&format!("/v1/int-{i}"), &[("x-api-key", &k.plain["good"])]);
         assert_eq!(r.status(), 200);
     }
+    // A request is finished when its `logging` phase ran, just after its response was
+    // sent: wait for the 50th to be counted (in the same phase) before stopping.
+    scrape_until(
+        maddr,
+        r#"keygate_requests_total{route="api",status="200"}"#,
+        50.0,
+    );
     assert_eq!(
         access_lines(&gw.log(), "/v1/int-"),
         0,
