@@ -84,7 +84,9 @@ pub fn config_input(data: &[u8]) {
 /// - a `%` escape in a tag (`!a%00b`): decoded into the tag, or the tag ends before it;
 /// - a block scalar (`|`, `>`) that runs to the end of a text that does not end with a
 ///   line break: the reader drops the line break the parser adds after its last line,
-///   as libyaml does, but a last line of only spaces still counts as one more line.
+///   as libyaml does, but a last line of only spaces still counts as one more line;
+/// - a document that is itself a block scalar (`| \n#\n`): YAML 1.2 lets its lines
+///   start at column 0 (`"#\n"`), libyaml ends the scalar there (`""`, the `#` a comment).
 pub(crate) fn known_divergence(text: &str) -> bool {
     let b = text.as_bytes();
     let question = b
@@ -107,7 +109,37 @@ pub(crate) fn known_divergence(text: &str) -> bool {
                 .any(|&n| n == b'%')
     });
     let open_block = (text.contains('|') || text.contains('>')) && !text.ends_with(['\n', '\r']);
-    question || odd_name || tag_escape || open_block
+    question || odd_name || tag_escape || open_block || root_block_scalar(text)
+}
+
+/// Whether a document of `text` is a block scalar: its first token (after `---`, a tag
+/// or an anchor, past blank, comment and directive lines) is `|` or `>`.
+fn root_block_scalar(text: &str) -> bool {
+    let mut at_start = true;
+    for line in text.split(['\n', '\r']) {
+        let rest = match line.strip_prefix("---") {
+            Some(r) if r.is_empty() || r.starts_with([' ', '\t']) => r,
+            _ if at_start => line,
+            _ => continue,
+        };
+        let mut first = None;
+        for token in rest.split([' ', '\t']).filter(|t| !t.is_empty()) {
+            if token.starts_with(['!', '&']) {
+                continue;
+            }
+            first = Some(token);
+            break;
+        }
+        match first {
+            Some(t) if t.starts_with(['|', '>']) => return true,
+            // Nothing yet on this line (blank, `---` alone, a tag or anchor alone): the
+            // document's first token is on a later line.
+            None => {}
+            Some(t) if t.starts_with(['#', '%']) && at_start => {}
+            Some(_) => at_start = false,
+        }
+    }
+    false
 }
 
 /// Assert that keygate's reader and serde_yaml read `text` the same when both accept it.

@@ -355,6 +355,25 @@ fn anchor_names_may_hold_any_non_blank_character_as_yaml_1_2_says() {
 }
 
 #[test]
+fn a_document_that_is_a_block_scalar_may_start_its_lines_at_column_0_as_yaml_1_2_says() {
+    // Found by the fuzzer (`| \r#\r`): libyaml ends a root block scalar at a line in
+    // column 0 (here a comment); YAML 1.2 reads the line as content. Not a keygate file
+    // either way: both files are mappings.
+    for text in ["| \r#\r", "|\n#\n", "--- |\n#\n"] {
+        let (ours, theirs) = both(text);
+        assert_eq!(ours.unwrap(), r##"String("#\n")"##, "{text:?}");
+        assert_eq!(theirs.unwrap(), r#"String("")"#, "{text:?}");
+        assert!(crate::fuzz::known_divergence(text), "{text:?}");
+    }
+    // A block scalar inside a mapping ends at column 0 in both readers.
+    for text in ["a: |\n  x\nb: 1\n", "# c\nk: >\n  y\n"] {
+        assert!(!crate::fuzz::known_divergence(text), "{text:?}");
+        let (ours, theirs) = both(text);
+        assert_eq!(ours.unwrap(), theirs.unwrap(), "{text:?}");
+    }
+}
+
+#[test]
 fn a_block_scalar_that_ends_the_file_without_a_line_break_has_none() {
     for text in [
         "|+\r ]~",
