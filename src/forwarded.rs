@@ -214,7 +214,8 @@ fn single<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Option<&'h [u8
 fn ip_value(ip: IpAddr, prefix: Option<String>) -> Option<HeaderValue> {
     let mut s = prefix.unwrap_or_else(|| String::with_capacity(48));
     crate::text::push_ip(ip, &mut s);
-    HeaderValue::from_str(&s).ok()
+    // The string's buffer becomes the value's: no second copy.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
 }
 
 #[cfg(test)]

@@ -122,14 +122,9 @@ fn root_block_scalar(text: &str) -> bool {
             _ if at_start => line,
             _ => continue,
         };
-        let mut first = None;
-        for token in rest.split([' ', '\t']).filter(|t| !t.is_empty()) {
-            if token.starts_with(['!', '&']) {
-                continue;
-            }
-            first = Some(token);
-            break;
-        }
+        let first = rest
+            .split([' ', '\t'])
+            .find(|t| !t.is_empty() && !t.starts_with(['!', '&']));
         match first {
             Some(t) if t.starts_with(['|', '>']) => return true,
             // Nothing yet on this line (blank, `---` alone, a tag or anchor alone): the

@@ -157,7 +157,7 @@ impl Code {
     }
 
     /// The `WWW-Authenticate` challenge for 401s (RFC 6750), built at compile time.
-    pub fn www_authenticate_value(self) -> Option<&'static http::HeaderValue> {
+    pub fn www_authenticate(self) -> Option<&'static http::HeaderValue> {
         static MISSING: http::HeaderValue =
             http::HeaderValue::from_static(r#"Bearer realm="keygate""#);
         static INVALID: http::HeaderValue =
@@ -170,11 +170,6 @@ impl Code {
             | Code::AmbiguousCredentials => Some(&INVALID),
             _ => None,
         }
-    }
-
-    /// The `WWW-Authenticate` challenge for 401s (RFC 6750), as text.
-    pub fn www_authenticate(self) -> Option<&'static str> {
-        self.www_authenticate_value().and_then(|v| v.to_str().ok())
     }
 
     /// The JSON body for this code and request id.
@@ -258,6 +253,8 @@ mod tests {
         assert_eq!(Code::Forbidden.www_authenticate(), None);
         assert!(Code::ExpiredApiKey
             .www_authenticate()
+            .unwrap()
+            .to_str()
             .unwrap()
             .contains("invalid_token"));
         let s = String::from_utf8(Code::RouteNotFound.body(b"x\"y")).unwrap();

@@ -88,7 +88,7 @@ pub fn problem_response(
     )?;
     put(&mut h, &header::CACHE_CONTROL, NO_STORE.clone())?;
     put(&mut h, &headers::X_REQUEST_ID, ctx.request_id.clone())?;
-    if let Some(challenge) = code.www_authenticate_value() {
+    if let Some(challenge) = code.www_authenticate() {
         put(&mut h, &header::WWW_AUTHENTICATE, challenge.clone())?;
     }
     if let Some(secs) = ctx.retry_after() {
